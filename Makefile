@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Both create or reuse .venv, install the project and provision what the run needs.
+#
+#   TORCH_SPEC   torch requirement installed when .venv has no torch yet. The default pin resolves
+#                to the CPU wheel on this project's CI disk and to PyPI's CUDA wheel elsewhere;
+#                GPU users with another CUDA can set e.g. TORCH_SPEC="torch --index-url ...".
+#   VENV_FLAGS   extra `python -m venv` flags, e.g. --system-site-packages to reuse a system torch.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+VENV_FLAGS ?=
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.tritongpt-installed
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: demo test install assets lint clean help
+
+help:
+	@echo "make demo   - environment report, model, real text, forward pass and loss"
+	@echo "make test   - lint + the test suite (kernels on the Triton interpreter without a GPU)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $@
+
+install: $(STAMP)
+
+assets: install
+	$(VENV)/bin/tritongpt assets
+
+demo: assets
+	$(VENV)/bin/tritongpt demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: assets lint
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis

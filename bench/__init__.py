@@ -1,0 +1,1 @@
+"""Benchmarks, compile-only inspection and result comparison."""

@@ -1,0 +1,130 @@
+"""Ahead-of-time compilation of Triton kernels for GPUs this machine does not have.
+
+``triton.compile`` with a ``GPUTarget`` runs without a GPU and yields the cubin; Triton's bundled
+``cuobjdump`` then reports registers, stack, local and shared memory, and the SASS listing shows
+spills (``STL``/``LDL``) and tensor-core instructions (``HMMA`` on sm_80/sm_89, ``HGMMA`` on sm_90a).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Per-architecture limits (max opt-in dynamic shared memory per block, SM count of the flagship).
+ARCH = {
+    80: {"name": "sm_80", "smem_per_block": 166912, "smem_per_sm": 167936, "regs_per_sm": 65536,
+         "max_warps_per_sm": 64, "max_blocks_per_sm": 32},
+    86: {"name": "sm_86", "smem_per_block": 101376, "smem_per_sm": 102400, "regs_per_sm": 65536,
+         "max_warps_per_sm": 48, "max_blocks_per_sm": 16},
+    89: {"name": "sm_89", "smem_per_block": 101376, "smem_per_sm": 102400, "regs_per_sm": 65536,
+         "max_warps_per_sm": 48, "max_blocks_per_sm": 24},
+    90: {"name": "sm_90a", "smem_per_block": 232448, "smem_per_sm": 233472, "regs_per_sm": 65536,
+         "max_warps_per_sm": 64, "max_blocks_per_sm": 32},
+}
+
+
+@dataclass
+class CompiledStats:
+    """What the compiler made of one kernel + config for one target."""
+
+    kernel: str
+    target: str
+    num_warps: int
+    num_stages: int
+    constexprs: dict[str, Any]
+    registers: int
+    stack_bytes: int
+    local_bytes: int
+    shared_bytes: int
+    spill_instructions: int  # STL + LDL in the SASS
+    sass_instructions: int
+    mma_instructions: int  # HMMA / HGMMA
+    fits: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def spills(self) -> bool:
+        return self.stack_bytes > 0 or self.local_bytes > 0 or self.spill_instructions > 0
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Triton's bundled {name} was not found at {path}")
+    return path
+
+
+def _unwrap(fn: Any) -> Any:
+    # Autotuner / Heuristics wrap the JITFunction in `.fn`.
+    while not hasattr(fn, "src") and hasattr(fn, "fn"):
+        fn = fn.fn
+    return fn
+
+
+def compile_kernel(
+    fn: Any,
+    signature: dict[str, str],
+    constexprs: dict[str, Any],
+    *,
+    cc: int,
+    num_warps: int = 4,
+    num_stages: int = 3,
+) -> CompiledStats:
+    """Compile ``fn`` for compute capability ``cc`` (80, 86, 89, 90) and read its resource usage.
+
+    ``signature`` maps every argument name to a Triton type (``"*fp16"``, ``"i32"``, ``"fp32"``,
+    or ``"constexpr"``); ``constexprs`` gives the values of the constexpr arguments.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if cc not in ARCH:
+        raise ValueError(f"cc: expected one of {sorted(ARCH)}, got {cc}")
+    jit = _unwrap(fn)
+    sig = dict(signature)
+    for k in constexprs:
+        sig[k] = "constexpr"
+    src = ASTSource(fn=jit, signature=sig, constexprs=dict(constexprs))
+    compiled = triton.compile(
+        src, target=GPUTarget("cuda", cc, 32), options={"num_warps": num_warps, "num_stages": num_stages}
+    )
+    cubin = compiled.asm["cubin"]
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+        path = f.name
+    try:
+        res = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", path],
+                             capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([_tool("cuobjdump"), "--dump-sass", path],
+                              capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(path)
+    usage = {k: int(v) for k, v in re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", res)}
+    instrs = re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass, re.M)
+    ops = [i.split(".")[0] for i in instrs]
+    shared = max(int(getattr(compiled.metadata, "shared", 0) or 0), usage.get("SHARED", 0))
+    arch = ARCH[cc]
+    return CompiledStats(
+        kernel=jit.__name__,
+        target=arch["name"],
+        num_warps=num_warps,
+        num_stages=num_stages,
+        constexprs=dict(constexprs),
+        registers=usage.get("REG", 0),
+        stack_bytes=usage.get("STACK", 0),
+        local_bytes=usage.get("LOCAL", 0),
+        shared_bytes=shared,
+        spill_instructions=sum(op in ("STL", "LDL") for op in ops),
+        sass_instructions=len(ops),
+        mma_instructions=sum(op in ("HMMA", "HGMMA") for op in ops),
+        fits=shared <= arch["smem_per_block"],
+    )

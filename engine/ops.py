@@ -1,0 +1,92 @@
+"""The one seam between the model and its kernels.
+
+Every op the GPT uses goes through a function here with a ``backend`` argument:
+``"torch"`` is the reference path (PyTorch ops, attention through
+``scaled_dot_product_attention``); ``"triton"`` calls the hand-written kernels in
+``tritongpt.kernels``. ``resolve_backend("auto")`` picks triton on CUDA, torch elsewhere
+(on CPU the Triton kernels only run under ``TRITON_INTERPRET=1``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("torch", "triton")
+
+
+def resolve_backend(backend: str, device: torch.device | str | None = None) -> str:
+    """Map ``"auto"`` to a concrete backend for ``device``; validate the name."""
+    if backend == "auto":
+        dev = torch.device(device) if device is not None else None
+        if dev is not None and dev.type == "cuda":
+            return "triton"
+        return "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected 'auto', 'torch' or 'triton', got {backend!r}")
+    return backend
+
+
+def _kernels():
+    # Imported lazily: the torch path must work where Triton is absent (macOS, Windows).
+    try:
+        from tritongpt import kernels
+    except ImportError as e:  # pragma: no cover - depends on the platform
+        raise RuntimeError(
+            "backend='triton' needs Triton (Linux x86_64); use backend='torch' on this platform"
+        ) from e
+    return kernels
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, dropout_p: float = 0.0, backend: str = "torch"
+) -> torch.Tensor:
+    """Causal attention, q/k/v (B, H, T, D) -> (B, H, T, D). Scale 1/sqrt(D)."""
+    if backend == "triton" and dropout_p == 0.0:
+        return _kernels().attention(q, k, v, causal=True)
+    # The Triton kernel has no attention-probability dropout; training with dropout > 0
+    # takes the reference path for this op only.
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+
+
+def layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    *,
+    backend: str = "torch",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(LN(h), h)`` with ``h = x + residual`` (or ``x`` when residual is None)."""
+    if backend == "triton":
+        k = _kernels()
+        if residual is None:
+            return k.layer_norm(x, weight, bias, eps), x
+        return k.layer_norm(x, weight, bias, eps, residual=residual)
+    h = x if residual is None else x + residual
+    return F.layer_norm(h, (h.shape[-1],), weight, bias, eps), h
+
+
+def gelu_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, backend: str = "torch"
+) -> torch.Tensor:
+    """``gelu_tanh(x @ weight.T + bias)``: the MLP's ``c_fc``."""
+    if backend == "triton":
+        return _kernels().gelu_linear(x, weight, bias)
+    return F.gelu(F.linear(x, weight, bias), approximate="tanh")
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None = None,
+    *,
+    backend: str = "torch",
+) -> torch.Tensor:
+    """``x @ weight.T + bias (+ residual)``: the MLP's ``c_proj``."""
+    if backend == "triton":
+        return _kernels().linear(x, weight, bias, residual=residual)
+    y = F.linear(x, weight, bias)
+    return y if residual is None else y + residual

@@ -1,0 +1,156 @@
+"""Loading and saving weights: Hugging Face GPT-2 folders and tritongpt checkpoints.
+
+Only safetensors, or ``torch.load(weights_only=True)`` for ``pytorch_model.bin``: arbitrary
+pickled objects are never unpickled. Every mismatch names the tensor at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import GPTConfig
+from .fsutil import atomic_dir
+
+# Hugging Face's GPT-2 stores these as Conv1D weights of shape (in, out): transpose to nn.Linear.
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid checkpoint for this model."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a readable JSON config ({e})") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    st, binf = folder / WEIGHTS_FILE, folder / "pytorch_model.bin"
+    if st.exists():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(st), device="cpu"), st
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{st}: not a valid safetensors file ({e})") from e
+    if binf.exists():
+        try:
+            sd = torch.load(binf, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+            raise CheckpointError(f"{binf}: not a valid weights-only PyTorch checkpoint ({e})") from e
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise CheckpointError(f"{binf}: expected a dict of tensors")
+        return sd, binf
+    raise CheckpointError(f"{folder}: no {WEIGHTS_FILE} or pytorch_model.bin found")
+
+
+def hf_config_to_gpt(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
+    """Translate a Hugging Face ``GPT2Config`` dict into a ``GPTConfig``."""
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise CheckpointError(f"config.json: activation_function {act!r} is not GPT-2's tanh GELU")
+    try:
+        cfg = dict(
+            vocab_size=int(hf["vocab_size"]),
+            block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
+            n_layer=int(hf["n_layer"]),
+            n_head=int(hf["n_head"]),
+            n_embd=int(hf["n_embd"]),
+            layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+            dropout=0.0,
+        )
+    except KeyError as e:
+        raise CheckpointError(f"config.json: missing GPT-2 field {e}") from e
+    if hf.get("n_inner") not in (None, 4 * cfg["n_embd"]):
+        raise CheckpointError(f"config.json: n_inner={hf['n_inner']} differs from GPT-2's 4 * n_embd")
+    cfg.update(overrides)
+    return GPTConfig(**cfg)
+
+
+def _hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        name = k[len("transformer."):] if k.startswith("transformer.") else k
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue  # causal-mask buffers of old checkpoints; the LM head is tied to wte
+        if name.endswith(_CONV1D):
+            v = v.t()
+        out["transformer." + name] = v
+    return out
+
+
+def load_state(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``sd`` into ``model``, checking names and shapes first; padded vocab rows stay zero."""
+    params = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    missing = sorted(set(params) - set(sd))
+    unexpected = sorted(set(sd) - set(params) - {"lm_head.weight"})
+    if missing:
+        raise CheckpointError(f"{source}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    cfg = model.config
+    with torch.no_grad():
+        for name, dst in params.items():
+            src = sd[name]
+            if name == "transformer.wte.weight" and src.shape[0] == cfg.vocab_size != dst.shape[0]:
+                dst[: cfg.vocab_size].copy_(src)  # unpadded checkpoint into a padded model
+                dst[cfg.vocab_size:].zero_()
+                continue
+            if name == "transformer.wte.weight" and src.shape[0] != dst.shape[0] == cfg.vocab_size:
+                src = src[: cfg.vocab_size]  # padded checkpoint into an unpadded model
+            if tuple(src.shape) != tuple(dst.shape):
+                raise CheckpointError(
+                    f"{source}: tensor {name} has shape {tuple(src.shape)}, the config expects {tuple(dst.shape)}"
+                )
+            if not src.is_floating_point():
+                raise CheckpointError(f"{source}: tensor {name} has non-float dtype {src.dtype}")
+            dst.copy_(src)
+
+
+def load_pretrained(path: str | Path, **overrides: Any):
+    """A Hugging Face GPT-2 folder or a tritongpt checkpoint folder -> ``GPT``."""
+    from .model import GPT
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a folder (expected config.json + model.safetensors)")
+    if not (folder / CONFIG_FILE).exists():
+        raise CheckpointError(f"{folder}: no {CONFIG_FILE}")
+    raw = _read_json(folder / CONFIG_FILE)
+    sd, src = _read_tensors(folder)
+    if raw.get("format") == "tritongpt":
+        try:
+            cfg = GPTConfig.from_dict({**raw["model"], **overrides})
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{folder / CONFIG_FILE}: invalid model config ({e})") from e
+    else:
+        cfg = hf_config_to_gpt(raw, **overrides)
+        sd = _hf_state_dict(sd)
+    model = GPT(cfg)
+    load_state(model, sd, str(src))
+    return model
+
+
+def save_checkpoint(model, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` into ``path``, atomically as a folder."""
+    from safetensors.torch import save_file
+
+    dest = Path(path)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    meta = {"format": "tritongpt", "version": 1, "model": model.config.to_dict(), **(extra or {})}
+    with atomic_dir(dest) as tmp:
+        save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "tritongpt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    return dest

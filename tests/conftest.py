@@ -1,0 +1,35 @@
+"""Test harness: run kernels on the Triton interpreter when no CUDA device is present.
+
+TRITON_INTERPRET is read when a kernel is decorated, so it is set here, before any test module
+imports ``tritongpt.kernels``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+from tritongpt.kernels._interpreter import interpreter_enabled, patch_bf16_dot  # noqa: E402
+
+if interpreter_enabled():
+    # The interpreter computes bf16 tl.dot on raw bits; see kernels/_interpreter.py.
+    patch_bf16_dot()
+
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def device() -> str:
+    return DEVICE
