@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -64,8 +65,15 @@ def _tool(name: str) -> str:
 
 def _unwrap(fn: Any) -> Any:
     # Autotuner / Heuristics wrap the JITFunction in `.fn`.
-    while not hasattr(fn, "src") and hasattr(fn, "fn"):
+    from triton.runtime.jit import JITFunction
+
+    while not isinstance(fn, JITFunction) and hasattr(fn, "fn"):
         fn = fn.fn
+    if not isinstance(fn, JITFunction):
+        raise TypeError(
+            "compile_kernel needs a compilable @triton.jit kernel; kernels decorated under TRITON_INTERPRET=1 "
+            "are interpreted functions (compile in a process without it: tritongpt.bench.inspect does)"
+        )
     return fn
 
 
@@ -77,11 +85,16 @@ def compile_kernel(
     cc: int,
     num_warps: int = 4,
     num_stages: int = 3,
+    divisible_by_16: Iterable[str] | None = None,
 ) -> CompiledStats:
     """Compile ``fn`` for compute capability ``cc`` (80, 86, 89, 90) and read its resource usage.
 
     ``signature`` maps every argument name to a Triton type (``"*fp16"``, ``"i32"``, ``"fp32"``,
     or ``"constexpr"``); ``constexprs`` gives the values of the constexpr arguments.
+    ``divisible_by_16`` names the arguments to specialise as multiples of 16, as Triton's launcher
+    does at run time for aligned pointers and sizes (default: every pointer argument). Without
+    these hints the compiler cannot vectorise or pipeline, and the figures describe a kernel that
+    aligned inputs never run.
     """
     import triton
     from triton.backends.compiler import GPUTarget
@@ -93,7 +106,11 @@ def compile_kernel(
     sig = dict(signature)
     for k in constexprs:
         sig[k] = "constexpr"
-    src = ASTSource(fn=jit, signature=sig, constexprs=dict(constexprs))
+    if divisible_by_16 is None:
+        divisible_by_16 = [k for k, t in signature.items() if t.startswith("*")]
+    names = list(jit.arg_names)
+    attrs = {(names.index(k),): [["tt.divisibility", 16]] for k in divisible_by_16}
+    src = ASTSource(fn=jit, signature=sig, constexprs=dict(constexprs), attrs=attrs)
     compiled = triton.compile(
         src, target=GPUTarget("cuda", cc, 32), options={"num_warps": num_warps, "num_stages": num_stages}
     )
@@ -128,3 +145,26 @@ def compile_kernel(
         mma_instructions=sum(op in ("HMMA", "HGMMA") for op in ops),
         fits=shared <= arch["smem_per_block"],
     )
+
+
+def occupancy(cc: int, registers: int, shared_bytes: int, num_warps: int) -> dict[str, Any]:
+    """Theoretical resident warps per SM from registers, shared memory and block limits.
+
+    Registers are allocated per warp in units of 256 (8 per thread); shared memory per block in
+    units of 128 bytes plus 1 KiB the driver reserves per block on sm_80+.
+    """
+    a = ARCH[cc]
+    regs_per_warp = -(-max(registers, 1) * 32 // 256) * 256
+    by_regs = a["regs_per_sm"] // (regs_per_warp * num_warps)
+    smem = -(-shared_bytes // 128) * 128 + 1024
+    by_smem = a["smem_per_sm"] // smem if shared_bytes else a["max_blocks_per_sm"]
+    by_warps = a["max_warps_per_sm"] // num_warps
+    blocks = max(0, min(by_regs, by_smem, by_warps, a["max_blocks_per_sm"]))
+    limiter = min((by_regs, "registers"), (by_smem, "shared"), (by_warps, "warps"),
+                  (a["max_blocks_per_sm"], "blocks"))[1]
+    return {
+        "blocks_per_sm": blocks,
+        "warps_per_sm": blocks * num_warps,
+        "occupancy": round(blocks * num_warps / a["max_warps_per_sm"], 4),
+        "limiter": limiter,
+    }

@@ -1,0 +1,286 @@
+"""``tritongpt inspect``: compile every kernel variant for real GPU targets, without a GPU.
+
+For each shipped variant (``kernels.*.variants()``) and target it records registers, spills
+(stack/local bytes, STL/LDL instructions), shared memory, theoretical occupancy, SASS instruction
+count and tensor-core instructions. ``check`` turns that into a gate:
+
+Absolute rules (any Triton version): no spills or local memory; shared memory within the
+target's per-block limit; kernels that should use tensor cores (``expect_mma``) do.
+Relative rules against a committed baseline of the same Triton version, in either direction, so
+that improvements are recorded too: registers moved by more than max(4, 5%); SASS instruction
+count by more than 5%; resident warps per SM changed at all; counted memory traffic (see
+``traffic.py``) by more than 1%.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .aot import ARCH, compile_kernel, occupancy
+
+TARGETS = {"sm_80": 80, "sm_86": 86, "sm_89": 89, "sm_90a": 90, "sm_90": 90}
+REG_MARGIN_ABS, REG_MARGIN_REL = 4, 0.05
+SASS_MARGIN_REL = 0.05
+TRAFFIC_MARGIN_REL = 0.01
+BASELINE_DIR = Path(__file__).resolve().parent / "baselines"
+
+
+def triton_version() -> str:
+    import triton
+
+    return triton.__version__
+
+
+def all_variants() -> list:
+    """Every kernel module's ``variants()``, in a stable order."""
+    from tritongpt.kernels import flash_attention, fused_linear, layernorm
+
+    out = []
+    for mod in (flash_attention, layernorm, fused_linear):
+        out.extend(mod.variants())
+    return out
+
+
+def quick_subset(variants: list, per_function: int = 3) -> list:
+    """A small representative set for CI: per kernel function, up to ``per_function`` variants
+    spread evenly over its list (the lists run from small to large blocks)."""
+    by_fn: dict[str, list] = {}
+    for v in variants:
+        by_fn.setdefault(_fn_name(v), []).append(v)
+    out = []
+    for vs in by_fn.values():
+        if len(vs) <= per_function:
+            out.extend(vs)
+            continue
+        step = (len(vs) - 1) / (per_function - 1)
+        out.extend(vs[round(i * step)] for i in range(per_function))
+    return out
+
+
+def _fn_name(v) -> str:
+    fn = v.fn
+    while not hasattr(fn, "src") and hasattr(fn, "fn"):
+        fn = fn.fn
+    return fn.__name__
+
+
+def _source_key(fn) -> str:
+    """Hash of the file that defines the kernel (its helpers live beside it). Works the same for
+    compiled and interpreter-decorated kernels, so a test process and a worker agree."""
+    import inspect as pyinspect
+
+    while not callable(getattr(fn, "__code__", None)) and hasattr(fn, "fn"):
+        fn = fn.fn
+    path = pyinspect.getsourcefile(fn) if hasattr(fn, "__code__") else None
+    text = Path(path).read_bytes() if path else repr(fn).encode()
+    return hashlib.sha256(text).hexdigest()
+
+
+def cache_dir() -> Path:
+    from tritongpt.engine.assets import home
+
+    return home() / "inspect-cache"
+
+
+def _record_key(v, cc: int) -> str:
+    blob = json.dumps([_source_key(v.fn), _source_key(compile_kernel), v.name, v.signature, v.constexprs,
+                       v.num_warps, v.num_stages, v.tags.get("divisible_by_16"), cc, triton_version()],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+_WORKER_VARIANTS: dict[str, object] = {}
+
+
+def _load_source(source: str) -> list:
+    import importlib
+
+    mod, _, fn = source.partition(":")
+    return getattr(importlib.import_module(mod), fn)()
+
+
+def _worker_init(source: str) -> None:
+    # Runs in a fresh (spawned) process with TRITON_INTERPRET unset: kernels decorated under the
+    # interpreter cannot be compiled, so the variants are rebuilt here from their module.
+    _WORKER_VARIANTS.update({v.name: v for v in _load_source(source)})
+
+
+def _compile_task(name: str, cc: int) -> dict[str, Any]:
+    v = _WORKER_VARIANTS[name]
+    s = compile_kernel(v.fn, v.signature, v.constexprs, cc=cc, num_warps=v.num_warps, num_stages=v.num_stages,
+                       divisible_by_16=v.tags.get("divisible_by_16"))
+    occ = occupancy(cc, s.registers, s.shared_bytes, v.num_warps)
+    return {
+        "variant": v.name, "function": _fn_name(v), "target": ARCH[cc]["name"], "cc": cc,
+        "num_warps": v.num_warps, "num_stages": v.num_stages,
+        "constexprs": {k: (v2 if isinstance(v2, int | float | bool | str) else str(v2))
+                       for k, v2 in v.constexprs.items()},
+        "registers": s.registers, "stack_bytes": s.stack_bytes, "local_bytes": s.local_bytes,
+        "spill_instructions": s.spill_instructions, "shared_bytes": s.shared_bytes,
+        "smem_limit": ARCH[cc]["smem_per_block"], "fits": s.fits,
+        "sass_instructions": s.sass_instructions, "mma_instructions": s.mma_instructions,
+        "expect_mma": bool(v.expect_mma), **occ,
+    }
+
+
+def inspect(variants: list, targets: Iterable[str], *, jobs: int | None = None, use_cache: bool = True,
+            progress: bool = True, source: str = "tritongpt.bench.inspect:all_variants") -> list[dict[str, Any]]:
+    """Compile (or fetch from the disk cache) every variant for every target it ships for.
+
+    ``source`` ("module:function") rebuilds the same variants, by name, in the worker processes.
+    """
+    ccs = []
+    for t in targets:
+        if t not in TARGETS:
+            raise ValueError(f"targets: unknown target {t!r}; expected one of {sorted(TARGETS)}")
+        ccs.append(TARGETS[t])
+    cdir = cache_dir()
+    cdir.mkdir(parents=True, exist_ok=True)
+    results: dict[tuple[int, int], dict] = {}
+    todo = []
+    for i, v in enumerate(variants):
+        for cc in ccs:
+            if cc not in v.archs:
+                continue
+            f = cdir / f"{_record_key(v, cc)}.json"
+            if use_cache and f.exists():
+                try:
+                    results[(i, cc)] = json.loads(f.read_text())
+                    continue
+                except (OSError, json.JSONDecodeError):
+                    pass
+            todo.append((i, cc, f))
+    if todo:
+        from tqdm import tqdm
+
+        from tritongpt.engine.fsutil import atomic_write_text
+
+        jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+        bar = tqdm(total=len(todo), desc="compiling", unit="kernel", disable=not progress)
+        saved = os.environ.pop("TRITON_INTERPRET", None)  # inherited by the spawned workers
+        try:
+            with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                     initargs=(source,)) as pool:
+                futs = {pool.submit(_compile_task, variants[i].name, cc): (i, cc, f) for i, cc, f in todo}
+                for fut in cf.as_completed(futs):
+                    i, cc, f = futs[fut]
+                    rec = fut.result()
+                    results[(i, cc)] = rec
+                    atomic_write_text(f, json.dumps(rec))
+                    bar.update(1)
+        finally:
+            if saved is not None:
+                os.environ["TRITON_INTERPRET"] = saved
+            bar.close()
+    return [results[k] for k in sorted(results)]
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    cols = [("variant", 56), ("target", 7), ("registers", 4), ("spill", 5), ("shared_bytes", 7),
+            ("warps_per_sm", 5), ("sass_instructions", 6), ("mma_instructions", 5)]
+    head = ["kernel / config", "target", "regs", "spill", "smem", "warps/SM", "instrs", "mma"]
+    widths = [max(w, len(h)) for (_, w), h in zip(cols, head, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in records:
+        spill = r["stack_bytes"] + r["local_bytes"]
+        row = [r["variant"], r["target"], str(r["registers"]), str(spill) if spill else "-",
+               f"{r['shared_bytes'] // 1024}K" if r["shared_bytes"] else "0",
+               f"{r['warps_per_sm']}", str(r["sass_instructions"]), str(r["mma_instructions"])]
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+@dataclass
+class Finding:
+    key: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: [{self.rule}] {self.message}"
+
+
+def record_key(r: dict[str, Any]) -> str:
+    return f"{r['variant']}@{r['target']}"
+
+
+def check_absolute(records: list[dict[str, Any]]) -> list[Finding]:
+    out = []
+    for r in records:
+        k = record_key(r)
+        if r["stack_bytes"] or r["local_bytes"] or r["spill_instructions"]:
+            out.append(Finding(k, "spill", f"spills: stack {r['stack_bytes']} B, local {r['local_bytes']} B, "
+                                           f"{r['spill_instructions']} STL/LDL instructions"))
+        if not r["fits"] or r["shared_bytes"] > r["smem_limit"]:
+            out.append(Finding(k, "smem", f"shared memory {r['shared_bytes']} B exceeds the target's "
+                                          f"{r['smem_limit']} B per block"))
+        if r["expect_mma"] and r["mma_instructions"] == 0:
+            out.append(Finding(k, "tensor-cores", "no HMMA/HGMMA instructions: tensor cores lost"))
+    return out
+
+
+def check_relative(records: list[dict[str, Any]], baseline: dict[str, Any]) -> list[Finding]:
+    base = baseline.get("records", {})
+    out = []
+    for r in records:
+        k = record_key(r)
+        b = base.get(k)
+        if b is None:
+            continue
+        dr = r["registers"] - b["registers"]
+        if abs(dr) > max(REG_MARGIN_ABS, REG_MARGIN_REL * b["registers"]):
+            out.append(Finding(k, "registers", f"{b['registers']} -> {r['registers']} ({dr:+d})"))
+        if b["sass_instructions"]:
+            rel = r["sass_instructions"] / b["sass_instructions"] - 1
+            if abs(rel) > SASS_MARGIN_REL:
+                out.append(Finding(k, "instructions", f"{b['sass_instructions']} -> {r['sass_instructions']} "
+                                                      f"({rel:+.1%})"))
+        if r["warps_per_sm"] != b["warps_per_sm"]:
+            out.append(Finding(k, "occupancy", f"{b['warps_per_sm']} -> {r['warps_per_sm']} warps/SM"))
+    return out
+
+
+def check_traffic(traffic: list[dict[str, Any]], baseline: dict[str, Any]) -> list[Finding]:
+    base = {t["case"]: t for t in baseline.get("traffic", [])}
+    out = []
+    for t in traffic:
+        b = base.get(t["case"])
+        if b is None or not b["bytes_moved"]:
+            continue
+        rel = t["bytes_moved"] / b["bytes_moved"] - 1
+        if abs(rel) > TRAFFIC_MARGIN_REL:
+            out.append(Finding(t["case"], "traffic", f"{b['bytes_moved']} -> {t['bytes_moved']} bytes ({rel:+.1%})"))
+    return out
+
+
+def make_baseline(records: list[dict[str, Any]], traffic: list[dict[str, Any]] | None) -> dict[str, Any]:
+    return {
+        "triton": triton_version(),
+        "records": {record_key(r): r for r in records},
+        "traffic": traffic or [],
+    }
+
+
+def default_baseline_path(version: str | None = None) -> Path:
+    return BASELINE_DIR / f"triton-{version or triton_version()}.json"
+
+
+def check_pairs(pairs: list, source: str, *, jobs: int = 2) -> list[Finding]:
+    """Compile (variant, cc) pairs in clean worker processes and apply the absolute rules.
+    Used by the kernel tests: works from a process running the interpreter."""
+    import dataclasses
+
+    narrowed = [dataclasses.replace(v, archs=(cc,)) for v, cc in pairs]
+    records = inspect(narrowed, ["sm_80", "sm_89", "sm_90a"], jobs=jobs, progress=False, source=source)
+    if len(records) != len(pairs):
+        raise RuntimeError(f"compiled {len(records)} of {len(pairs)} (variant, target) pairs")
+    return check_absolute(records)

@@ -1,0 +1,138 @@
+"""Representative shapes for counted memory traffic, with each kernel's analytic minimum.
+
+Minimum bytes = every input read once + every output written once (saved statistics included).
+Each case also states its own rules (``problems``): what must never be written, and how many
+re-reads the tiling implies. Runs only under the interpreter (see ``traffic.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .devices import A100, H100, roofline_seconds
+from .traffic import TensorTraffic, count_traffic
+
+
+@dataclass
+class Case:
+    name: str
+    kernel: str
+    setup: Callable[[], dict[str, Any]]  # builds the inputs (not counted)
+    run: Callable[[dict[str, Any]], dict[str, torch.Tensor]]  # launches the kernel(s) -> outputs (counted)
+    flops: int
+    target_ratio: float | None = None  # bytes moved / minimum must stay under this
+    rules: Callable[[dict[str, TensorTraffic], dict[str, Any]], list[str]] | None = None
+    note: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def measure(case: Case) -> dict[str, Any]:
+    inputs = case.setup()
+    with count_traffic() as log:
+        outputs = case.run(inputs)
+    inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    per = log.attribute({**{f"in:{k}": v for k, v in inputs.items()}, **{f"out:{k}": v for k, v in outputs.items()}})
+    minimum = sum(_nbytes(t) for t in inputs.values() if t is not None)
+    minimum += sum(_nbytes(t) for t in outputs.values() if t is not None)
+    moved = log.total
+    problems = case.rules(per, case.params) if case.rules else []
+    if case.target_ratio is not None and moved > case.target_ratio * minimum:
+        problems.append(f"moves {moved / minimum:.3f}x the minimum bytes (target <= {case.target_ratio:.2f}x)")
+    return {
+        "case": case.name,
+        "kernel": case.kernel,
+        "bytes_moved": moved,
+        "bytes_read": log.bytes_read,
+        "bytes_written": log.bytes_written,
+        "min_bytes": minimum,
+        "ratio": round(moved / minimum, 4) if minimum else None,
+        "flops": case.flops,
+        "floor_us_h100": round(roofline_seconds(case.flops, minimum, H100) * 1e6, 3),
+        "floor_us_a100": round(roofline_seconds(case.flops, minimum, A100) * 1e6, 3),
+        "tensors": {k: vars(v) for k, v in per.items() if v.read or v.written},
+        "problems": problems,
+        "note": case.note,
+    }
+
+
+# ---- LayerNorm -----------------------------------------------------------------------------------
+def _ln_fwd(m: int, n: int, residual: bool, dtype=torch.float16) -> Case:
+    def setup():
+        x = torch.randn(m, n, dtype=dtype)
+        ins = {"x": x, "weight": torch.randn(n, dtype=dtype), "bias": torch.randn(n, dtype=dtype)}
+        return ins | ({"residual": torch.randn(m, n, dtype=dtype)} if residual else {})
+
+    def run(t):
+        y, h, mean, rstd = torch.ops.tritongpt.layer_norm_fwd(t["x"], t["weight"], t["bias"], t.get("residual"), 1e-5)
+        return {"y": y, "mean": mean, "rstd": rstd} | ({"h": h} if residual else {})
+
+    return Case(f"layer_norm_fwd{'_residual' if residual else ''}[M={m},N={n},{str(dtype)[6:]}]", "layer_norm",
+                setup, run, flops=8 * m * n, target_ratio=1.05)
+
+
+def _ln_bwd(m: int, n: int, residual: bool, dtype=torch.float16) -> Case:
+    def setup():
+        x = torch.randn(m, n, dtype=dtype)
+        w, b = torch.randn(n, dtype=dtype), torch.randn(n, dtype=dtype)
+        _, _, mean, rstd = torch.ops.tritongpt.layer_norm_fwd(x, w, b, None, 1e-5)
+        ins = {"dy": torch.randn(m, n, dtype=dtype), "x": x, "weight": w, "mean": mean, "rstd": rstd}
+        return ins | ({"dh": torch.randn(m, n, dtype=dtype)} if residual else {}) | {"_bias": b}
+
+    def run(t):
+        dx, dw, db = torch.ops.tritongpt.layer_norm_bwd(t["dy"], t.get("dh"), t["x"], t["weight"], t["_bias"],
+                                                       t["mean"], t["rstd"])
+        return {"dx": dx, "dweight": dw, "dbias": db}
+
+    return Case(f"layer_norm_bwd{'_residual' if residual else ''}[M={m},N={n},{str(dtype)[6:]}]", "layer_norm",
+                setup, run, flops=14 * m * n, target_ratio=1.05,
+                note="dweight/dbias go through fp32 per-program partials (G x N each, G = 4 programs under the "
+                     "interpreter, a few per SM on a GPU); their kernel writes are counted, torch's sum is not")
+
+
+# ---- fused linear ------------------------------------------------------------------------------
+def _no_preactivation(per: dict[str, TensorTraffic], params: dict[str, Any]) -> list[str]:
+    out = []
+    extra = per["<unnamed>"].written
+    if extra:
+        out.append(f"writes {extra} bytes outside its output (the pre-activation?) in inference mode")
+    if per["out:y"].unique_written != params["y_bytes"]:
+        out.append(f"wrote {per['out:y'].unique_written} unique output bytes, expected {params['y_bytes']}")
+    return out
+
+
+def _gelu_linear(m: int, k: int, n: int, dtype=torch.float16) -> Case:
+    params = {"y_bytes": m * n * torch.finfo(dtype).bits // 8}
+
+    def setup():
+        return {"x": torch.randn(m, k, dtype=dtype), "weight": torch.randn(n, k, dtype=dtype) / math.sqrt(k),
+                "bias": torch.randn(n, dtype=dtype)}
+
+    def run(t):
+        y, _g = torch.ops.tritongpt.gelu_linear_fwd(t["x"], t["weight"], t["bias"], False)
+        return {"y": y}
+
+    return Case(f"gelu_linear_fwd_inference[M={m},K={k},N={n},{str(dtype)[6:]}]", "gelu_linear", setup, run,
+                flops=2 * m * n * k + 8 * m * n, rules=_no_preactivation, params=params,
+                note="tiles re-read x once per N-tile and W once per M-tile (L2 absorbs most on a GPU)")
+
+
+def cases() -> list[Case]:
+    out = [
+        _ln_fwd(256, 768, False), _ln_fwd(256, 768, True), _ln_fwd(64, 3000, True),
+        _ln_bwd(256, 768, False), _ln_bwd(256, 768, True),
+        _gelu_linear(64, 64, 256),
+    ]
+    try:
+        from .traffic_attention import attention_cases
+    except ImportError:  # pragma: no cover
+        return out
+    return out + attention_cases()

@@ -1,0 +1,348 @@
+"""Fused scaled-dot-product attention: FlashAttention-2 forward (this file) and backward
+(``flash_attention_bwd.py``) in Triton.
+
+Algorithm (Dao, "FlashAttention-2", 2023): each program owns BLOCK_M query rows of one (batch,
+head) and streams BLOCK_N keys at a time through an online softmax kept in fp32 (running max
+``m``, running sum ``l``, un-normalised output ``acc``); the Tq x Tk score matrix is never
+materialised. The softmax scale is folded into ``exp2`` (scores are multiplied by
+``sm_scale * log2(e)``). The forward also saves the row log-sum-exp (natural log, fp32,
+(B, H, Tq)) so the backward can recompute probabilities without a second softmax pass.
+
+Scope:
+- q: (B, H, Tq, D), k/v: (B, H, Tk, D), any strides with a unit last stride (views of a packed
+  qkv projection work without copies); fp16, bf16, fp32; 1 <= D <= 128 (padded to the next
+  power of two, BLOCK_D, and masked); any Tq, Tk >= 1. Output: fresh contiguous (B, H, Tq, D).
+- ``causal`` aligns the mask to the end: query i sees keys j <= Tk - Tq + i, so a prefill of
+  Tq new tokens over a KV cache of Tk - Tq old ones works; it requires Tq <= Tk. Non-causal
+  accepts any Tq, Tk.
+- The causal key loop has two stages: blocks that every row of the query block sees (no mask
+  work at all), then the diagonal / ragged-tail blocks with the mask. ``EVEN_M``/``EVEN_D``
+  heuristics drop the bounds masks on loads and stores for aligned shapes.
+
+Block sizes: on a GPU each kernel autotunes over a short config list pruned to the device's
+architecture (sm_80 or sm_90a table; other parts use the sm_80 one), the head dim and the dtype,
+keyed on (power-of-two buckets of Tq and Tk, D, causal, dtypes) so a new T rarely re-tunes. Every shipped entry compiles spill-free for sm_80 and sm_90a (``variants()``, checked by
+tests/test_attention.py). Under the interpreter one fixed config runs (autotuning there is far too slow).
+
+Limits and differences from the reference:
+- fp32 inputs: every ``tl.dot`` pins ``input_precision="ieee"`` so fp32 is exact on GPUs too
+  (no tf32; no tensor cores, so fp32 is a correctness path, not a fast path). fp16/bf16 use
+  tensor cores with fp32 accumulation.
+- D > 128 raises ValueError (no config for it is checked spill-free). No dropout, no GQA, no
+  attention bias. Offsets inside one (batch, head) slice are int32 (rows * row stride must stay
+  below 2**31 elements); batch/head offsets are int64.
+- The returned LSE is not differentiable (its gradient is ignored).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._interpreter import interpreter_enabled
+from ._validate import check_same, check_tensor
+from ._variants import KernelVariant
+from .flash_attention_bwd import (
+    _LOG2E,
+    AUTOTUNE_KEY,
+    TunedConfig,
+    _alloc,
+    attention_bwd_launch,
+    bwd_variants,
+    pick_configs,
+    tune_bucket,
+    variant_choices,
+)
+
+MAX_HEAD_DIM = 128
+
+
+@triton.jit
+def _fwd_inner(
+    acc, l_i, m_i, q,  # (BLOCK_M, BLOCK_D) fp32, (BLOCK_M,), (BLOCK_M,), (BLOCK_M, BLOCK_D)
+    K, V,  # base pointers of this (batch, head)
+    stride_kn, stride_kd, stride_vn, stride_vd,
+    offs_m, offs_n, offs_d,
+    lo, hi, TK, D, OFF, qk_scale,
+    BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        k_ptrs = K + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
+        v_ptrs = V + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASKED:
+            kv_mask = (cols[:, None] < TK) & (offs_d[None, :] < D)
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+        elif EVEN_D:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
+            v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
+        if MASKED:
+            keep = cols[None, :] < TK
+            if CAUSAL:
+                keep = keep & (cols[None, :] <= offs_m[:, None] + OFF)
+            s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        if MASKED:
+            # A row with nothing visible so far keeps m = -inf; avoid (-inf) - (-inf) = nan.
+            m_new = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.heuristics(
+    {
+        "EVEN_M": lambda a: a["TQ"] % a["BLOCK_M"] == 0,
+        "EVEN_D": lambda a: a["D"] == a["BLOCK_D"],
+    }
+)
+@triton.jit
+def _attn_fwd_kernel(
+    Q,  # (B, H, TQ, D)
+    K,  # (B, H, TK, D)
+    V,  # (B, H, TK, D)
+    O,  # (B, H, TQ, D)
+    LSE,  # (B, H, TQ) fp32, contiguous
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    H, TQ, TK, D,
+    qk_scale,  # sm_scale * log2(e)
+    TQ_BUCKET, TK_BUCKET,  # autotune keys only (tune_bucket of TQ, TK)
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    O += b * stride_ob + h * stride_oh
+    LSE += pid_bh * TQ
+
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_ptrs = Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    if EVEN_M and EVEN_D:
+        q = tl.load(q_ptrs)
+    else:
+        q = tl.load(q_ptrs, mask=(offs_m[:, None] < TQ) & (offs_d[None, :] < D), other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    OFF = TK - TQ  # end-aligned causal mask: row i sees cols <= i + OFF
+    if CAUSAL:
+        # Keys < hi_full are visible to every row of the block (m0 + OFF + 1 <= TK, so no clamp).
+        hi_full = (m0 + OFF + 1) // BLOCK_N * BLOCK_N
+        hi = m0 + BLOCK_M + OFF
+        if hi > TK:
+            hi = TK
+    else:
+        hi_full = TK // BLOCK_N * BLOCK_N
+        hi = TK
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                               offs_m, offs_n, offs_d, 0, hi_full, TK, D, OFF, qk_scale,
+                               BLOCK_N, False, CAUSAL, EVEN_D)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                               offs_m, offs_n, offs_d, hi_full, hi, TK, D, OFF, qk_scale,
+                               BLOCK_N, True, CAUSAL, EVEN_D)
+
+    acc = acc / l_i[:, None]
+    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # back to natural log
+    o_ptrs = O + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+    if EVEN_M and EVEN_D:
+        tl.store(o_ptrs, acc.to(O.dtype.element_ty))
+    else:
+        tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=(offs_m[:, None] < TQ) & (offs_d[None, :] < D))
+    if EVEN_M:
+        tl.store(LSE + offs_m, lse)
+    else:
+        tl.store(LSE + offs_m, lse, mask=offs_m < TQ)
+
+
+# Forward configs (BLOCK_M, BLOCK_N, warps, stages) with the largest BLOCK_D each is shipped for, per
+# target; every entry compiles for sm_80 and sm_90a without spills (tests/test_attention.py). Known
+# spills, hence left out: 128x64/8 warps at D=128 on sm_80, 128x128 at D=128 anywhere and at D=64 on
+# sm_80, 128x64/4 warps at D>=64. fp32 (IEEE dots on FMA units) only gets the small tiles at the end.
+_FWD_CONFIGS: list[TunedConfig] = [
+    TunedConfig(128, 64, 8, 3, max_d={80: 64, 90: 128}, ragged_max_d={80: 64, 90: 64}),
+    TunedConfig(128, 128, 8, 3, max_d={90: 64}),
+    TunedConfig(64, 64, 4, 3, max_d={80: 128, 90: 128}, ragged_max_d={80: 64, 90: 128}),
+    TunedConfig(128, 32, 8, 2, max_d={80: 128, 90: 128}),
+    TunedConfig(64, 32, 4, 2, max_d={80: 128, 90: 128}),
+    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}),
+    TunedConfig(16, 16, 4, 2, fp32_max_d={80: 128, 90: 128}),
+]
+_FWD_INTERPRET = TunedConfig(64, 32, 4, 1)  # under the interpreter: one config, BM != BN on purpose
+
+# On a GPU, autotune over the short list above, pruned to this device's architecture, head dim, dtype
+# and raggedness; the key buckets T to powers of two so a new sequence length rarely re-tunes.
+_attn_fwd_tuned = triton.autotune(
+    configs=[c.config() for c in _FWD_CONFIGS],
+    key=AUTOTUNE_KEY,
+    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: pick_configs(_FWD_CONFIGS, nargs, kw)},
+)(_attn_fwd_kernel)
+
+
+def _block_d(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))  # tl.dot needs K >= 16
+
+
+def attention_fwd_launch(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sm_scale: float,
+    config: TunedConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the forward kernel on validated inputs; returns (out, lse). ``config`` forces blocks."""
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    out = _alloc((B, H, Tq, D), q.dtype, q.device)
+    lse = _alloc((B, H, Tq), torch.float32, q.device)
+    if out.numel() == 0:
+        return out, lse
+    args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            H, Tq, Tk, D, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk))
+    meta = {"CAUSAL": causal, "BLOCK_D": _block_d(D)}
+    if config is None and interpreter_enabled():
+        config = _FWD_INTERPRET
+    if config is None:
+        grid = lambda m: (triton.cdiv(Tq, m["BLOCK_M"]), B * H)
+        _attn_fwd_tuned[grid](*args, **meta)
+    else:
+        grid = (triton.cdiv(Tq, config.block_m), B * H)
+        _attn_fwd_kernel[grid](*args, **meta, **config.kwargs())
+    return out, lse
+
+
+@torch.library.custom_op("tritongpt::attention_fwd", mutates_args=())
+def _attention_fwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sm_scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return attention_fwd_launch(q, k, v, causal, sm_scale)
+
+
+@_attention_fwd_op.register_fake
+def _(q, k, v, causal, sm_scale):
+    B, H, Tq, D = q.shape
+    return q.new_empty((B, H, Tq, D)), q.new_empty((B, H, Tq), dtype=torch.float32)
+
+
+@torch.library.custom_op("tritongpt::attention_bwd", mutates_args=())
+def _attention_bwd_op(
+    do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+    lse: torch.Tensor, causal: bool, sm_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return attention_bwd_launch(do, q, k, v, o, lse, causal, sm_scale)
+
+
+@_attention_bwd_op.register_fake
+def _(do, q, k, v, o, lse, causal, sm_scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, causal, sm_scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.causal = causal
+    ctx.sm_scale = sm_scale
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, d_out, d_lse):
+    q, k, v, out, lse = ctx.saved_tensors
+    if d_out is None:
+        d_out = torch.zeros_like(out)
+    dq, dk, dv = _attention_bwd_op(d_out, q, k, v, out, lse, ctx.causal, ctx.sm_scale)
+    return dq, dk, dv, None, None
+
+
+_attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _validate(q: object, k: object, v: object, causal: object, sm_scale: object) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, ndim=4)
+    check_same("k", k, "q", q)
+    check_same("v", v, "q", q)
+    B, H, Tq, D = q.shape
+    if k.shape[:2] != (B, H) or v.shape[:2] != (B, H):
+        raise ValueError(f"k, v: expected (B, H) = {(B, H)} like q, got k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if k.shape != v.shape:
+        raise ValueError(f"v: expected the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
+    if k.shape[3] != D:
+        raise ValueError(f"k: expected head dim D={D} like q, got {k.shape[3]}")
+    if not 1 <= D <= MAX_HEAD_DIM:
+        raise ValueError(f"q: head dim D must be in [1, {MAX_HEAD_DIM}], got {D}")
+    if k.shape[2] < 1:
+        raise ValueError(f"k: expected at least one key (Tk >= 1), got shape {tuple(k.shape)}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
+    if causal and Tq > k.shape[2]:
+        raise ValueError(f"causal attention needs Tq <= Tk (end-aligned mask), got Tq={Tq}, Tk={k.shape[2]}")
+    if sm_scale is not None:
+        if isinstance(sm_scale, bool) or not isinstance(sm_scale, (int, float)):
+            raise TypeError(f"sm_scale: expected a float or None, got {type(sm_scale).__name__}")
+        if not math.isfinite(sm_scale):
+            raise ValueError(f"sm_scale: expected a finite number, got {sm_scale}")
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, sm_scale: float | None = None
+) -> torch.Tensor:
+    """softmax(q @ k^T * sm_scale + mask) @ v for q (B, H, Tq, D), k/v (B, H, Tk, D).
+
+    ``causal`` masks with the end-aligned convention (query i sees keys j <= Tk - Tq + i);
+    ``sm_scale`` defaults to 1/sqrt(D). Returns a contiguous (B, H, Tq, D) tensor in q's dtype;
+    differentiable in q, k, v.
+    """
+    _validate(q, k, v, causal, sm_scale)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
+    out, _ = _attention_fwd_op(q, k, v, causal, scale)
+    return out
+
+
+def _signature(ptrs: str, ints: str, ptr: str) -> dict[str, str]:
+    return {**{n: ptr for n in ptrs.split()}, **{n: "i32" for n in ints.split()}}
+
+
+def fwd_variants() -> list[KernelVariant]:
+    """Every shipped forward config x representative head dim / dtype / evenness (see variant_choices)."""
+    out = []
+    for cfg, d, dtype, even, archs in variant_choices(_FWD_CONFIGS):
+        sig = _signature("Q K V O", "stride_qb stride_qh stride_qm stride_kb stride_kh stride_kn "
+                         "stride_vb stride_vh stride_vn stride_ob stride_oh stride_om H TQ TK D", "*" + dtype)
+        sig.update(LSE="*fp32", qk_scale="fp32", TQ_BUCKET="i32", TK_BUCKET="i32")
+        consts = dict(stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1, CAUSAL=True,
+                      BLOCK_D=d, EVEN_M=even, EVEN_D=even, **cfg.kwargs())
+        out.append(KernelVariant(
+            name=f"attention_fwd[D={d},BM={cfg.block_m},BN={cfg.block_n},w={cfg.num_warps},"
+                 f"s={cfg.num_stages},{dtype}{'' if even else ',ragged'}]",
+            fn=_attn_fwd_kernel, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages, archs=archs, expect_mma=dtype != "fp32",
+            tags={"kernel": "fwd", "D": d, "dtype": dtype, "even": even},
+        ))
+    return out
+
+
+def variants() -> list[KernelVariant]:
+    """Forward and backward variants for ahead-of-time compile checks."""
+    return fwd_variants() + bwd_variants()

@@ -1,0 +1,475 @@
+"""FlashAttention-2 backward in Triton (the forward and the public API are in flash_attention.py).
+
+Deterministic, no atomics; three kernels:
+1. preprocess: delta_i = sum_d dO_id * O_id (fp32, (B, H, Tq)).
+2. dK/dV: each program owns BLOCK_N keys of one (batch, head), keeps k, v, dk, dv on chip and
+   loops over the query blocks that can see them (for causal: from the diagonal down; the
+   diagonal blocks apply the mask, the blocks below it do not). Works in the transposed frame
+   (P^T = exp2(K Q^T * scale*log2(e) - lse*log2(e))) so no large tile is transposed.
+3. dQ: each program owns BLOCK_M queries and loops over the key blocks they see, unmasked
+   blocks first, then the diagonal/tail blocks with the mask.
+Rows and keys past the end are loaded as zeros; with q = dO = 0 and k = 0 their contributions
+vanish exactly, so the bounds only need load/store masks, never compute masks (the causal mask
+still does). Gradients are returned contiguous in the input dtypes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import triton
+import triton.language as tl
+
+from ._interpreter import interpreter_enabled
+from ._variants import KernelVariant
+
+_LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class TunedConfig:
+    """One autotune entry; ``max_d`` maps a target (80, 90) to the largest BLOCK_D it is shipped
+    for with fp16/bf16 inputs, ``fp32_max_d`` likewise for fp32 inputs (IEEE dots run on FMA units
+    and hold far more operands in registers, so only small tiles stay spill-free). ``ragged_max_d``
+    (default: ``max_d``) applies to fp16/bf16 when the shape needs masked loads (T not a multiple of
+    the tile, or D below BLOCK_D): the masks cost registers, and some big tiles spill only then."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    max_d: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
+    fp32_max_d: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
+    ragged_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
+
+    def kwargs(self) -> dict[str, int]:
+        return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n}
+
+    def config(self) -> triton.Config:
+        return triton.Config(self.kwargs(), num_warps=self.num_warps, num_stages=self.num_stages)
+
+    def archs_for(self, block_d: int, fp32: bool = False, ragged: bool = False) -> tuple[int, ...]:
+        table = self.fp32_max_d if fp32 else self.max_d
+        if ragged and not fp32 and self.ragged_max_d is not None:
+            table = self.ragged_max_d
+        return tuple(cc for cc, top in sorted(table.items()) if block_d <= top)
+
+
+def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # Every output buffer comes from here, so tests can hand out NaN-poisoned memory instead.
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _arch() -> int:
+    # Tables are checked for sm_80 and sm_90a. Other parts use the sm_80 table: on those with less
+    # shared memory (sm_86/89: 99 KB) the autotuner skips a config that fails with OutOfResources.
+    return 90 if torch.cuda.get_device_capability()[0] == 9 else 80
+
+
+def tune_bucket(t: int) -> int:
+    """Autotune key for a sequence length: its power-of-two bucket, +1 when it is not a multiple of 128."""
+    return triton.next_power_of_2(t) + (t % 128 != 0)
+
+
+def pick_configs(tuned: list[TunedConfig], nargs: dict, kw: dict) -> list[triton.Config]:
+    """Autotune prune: keep the configs shipped for this GPU's architecture, BLOCK_D, dtype and shape."""
+    arch, block_d = _arch(), kw["BLOCK_D"]
+    fp32 = nargs["Q"].dtype == torch.float32
+    # Ragged unless every tile divides T: judged at 128 (the largest tile) so that all shapes sharing
+    # an autotune key (see tune_bucket) prune alike and a cached choice never meets a spilling form.
+    ragged = nargs["D"] != block_d or nargs["TQ"] % 128 != 0 or nargs["TK"] % 128 != 0
+    keep = [t.config() for t in tuned if arch in t.archs_for(block_d, fp32, ragged)]
+    return keep or [tuned[-1].config()]  # not reached: the tables cover every D <= 128 and dtype
+
+
+@triton.jit
+def _bwd_preprocess_kernel(
+    O,  # (B, H, TQ, D)
+    DO,  # (B, H, TQ, D)
+    DELTA,  # (B, H, TQ) fp32, contiguous
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    H, TQ, D,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m[:, None] < TQ) & (offs_d[None, :] < D)
+    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
+                mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dom
+                 + offs_d[None, :] * stride_dod, mask=mask, other=0.0).to(tl.float32)
+    tl.store(DELTA + pid_bh * TQ + offs_m, tl.sum(o * do, 1), mask=offs_m < TQ)
+
+
+@triton.jit
+def _dkdv_inner(
+    dk, dv, k, v,  # (BLOCK_N, BLOCK_D): fp32 accumulators, storage-dtype tiles
+    Q, DO, LSE, DELTA,  # base pointers of this (batch, head)
+    stride_qm, stride_qd, stride_dom, stride_dod,
+    offs_n, offs_m, offs_d,
+    lo, hi, TQ, D, OFF, qk_scale,
+    BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + offs_m
+        q_ptrs = Q + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd
+        do_ptrs = DO + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod
+        if EVEN_M and EVEN_D:
+            q = tl.load(q_ptrs)
+            do = tl.load(do_ptrs)
+        else:
+            qmask = (rows[:, None] < TQ) & (offs_d[None, :] < D)
+            q = tl.load(q_ptrs, mask=qmask, other=0.0)
+            do = tl.load(do_ptrs, mask=qmask, other=0.0)
+        if EVEN_M:
+            lse = tl.load(LSE + rows)
+            delta = tl.load(DELTA + rows)
+        else:
+            lse = tl.load(LSE + rows, mask=rows < TQ, other=0.0)
+            delta = tl.load(DELTA + rows, mask=rows < TQ, other=0.0)
+        s_t = tl.dot(k, tl.trans(q), input_precision="ieee")  # (BLOCK_N, BLOCK_M)
+        p_t = tl.exp2(s_t * qk_scale - (lse * 1.4426950408889634)[None, :])
+        if MASKED:
+            p_t = tl.where(rows[None, :] + OFF >= offs_n[:, None], p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision="ieee")
+        dp_t = tl.dot(v, tl.trans(do), input_precision="ieee")
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision="ieee")
+    return dk, dv
+
+
+@triton.heuristics(
+    {
+        "EVEN_M": lambda a: a["TQ"] % a["BLOCK_M"] == 0,
+        "EVEN_N": lambda a: a["TK"] % a["BLOCK_N"] == 0,
+        "EVEN_D": lambda a: a["D"] == a["BLOCK_D"],
+    }
+)
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q,  # (B, H, TQ, D)
+    K,  # (B, H, TK, D)
+    V,  # (B, H, TK, D)
+    DO,  # (B, H, TQ, D)
+    LSE,  # (B, H, TQ) fp32, contiguous
+    DELTA,  # (B, H, TQ) fp32, contiguous
+    DK,  # (B, H, TK, D), contiguous
+    DV,  # (B, H, TK, D), contiguous
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    H, TQ, TK, D,
+    sm_scale, qk_scale,  # qk_scale = sm_scale * log2(e)
+    TQ_BUCKET, TK_BUCKET,  # autotune keys only
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_dob + h * stride_doh
+    DK += pid_bh * TK * D  # dk, dv are contiguous
+    DV += pid_bh * TK * D
+    LSE += pid_bh * TQ
+    DELTA += pid_bh * TQ
+
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    k_ptrs = K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    v_ptrs = V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    if EVEN_N and EVEN_D:
+        k = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+    else:
+        kv_mask = (offs_n[:, None] < TK) & (offs_d[None, :] < D)
+        k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+
+    OFF = TK - TQ  # row i sees keys j <= i + OFF
+    if CAUSAL:
+        # First query row that sees key n0, rounded down to a block; rows >= mid see the whole block.
+        lo = n0 - OFF
+        if lo < 0:
+            lo = 0
+        lo = lo // BLOCK_M * BLOCK_M
+        mid = n0 + BLOCK_N - 1 - OFF
+        if mid < 0:
+            mid = 0
+        mid = (mid + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+        if mid > TQ:
+            mid = TQ
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
+                             offs_n, offs_m, offs_d, lo, mid, TQ, D, OFF, qk_scale,
+                             BLOCK_M, True, EVEN_M, EVEN_D)
+    else:
+        mid = 0
+    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
+                         offs_n, offs_m, offs_d, mid, TQ, TQ, D, OFF, qk_scale,
+                         BLOCK_M, False, EVEN_M, EVEN_D)
+
+    dk = dk * sm_scale
+    out_offs = offs_n[:, None] * D + offs_d[None, :]
+    if EVEN_N and EVEN_D:
+        tl.store(DK + out_offs, dk.to(DK.dtype.element_ty))
+        tl.store(DV + out_offs, dv.to(DV.dtype.element_ty))
+    else:
+        out_mask = (offs_n[:, None] < TK) & (offs_d[None, :] < D)
+        tl.store(DK + out_offs, dk.to(DK.dtype.element_ty), mask=out_mask)
+        tl.store(DV + out_offs, dv.to(DV.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _dq_inner(
+    dq, q, do, lse2, delta,  # (BLOCK_M, BLOCK_D) fp32 acc, tiles; (BLOCK_M,) log2-domain lse, delta
+    K, V,  # base pointers of this (batch, head)
+    stride_kn, stride_kd, stride_vn, stride_vd,
+    offs_m, offs_n, offs_d,
+    lo, hi, TK, D, OFF, qk_scale,
+    BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        k_ptrs = K + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
+        v_ptrs = V + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASKED:
+            kv_mask = (cols[:, None] < TK) & (offs_d[None, :] < D)
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+        elif EVEN_D:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
+            v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")  # (BLOCK_M, BLOCK_N)
+        p = tl.exp2(s * qk_scale - lse2[:, None])
+        if MASKED and CAUSAL:
+            p = tl.where(cols[None, :] <= offs_m[:, None] + OFF, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
+    return dq
+
+
+@triton.heuristics(
+    {
+        "EVEN_M": lambda a: a["TQ"] % a["BLOCK_M"] == 0,
+        "EVEN_D": lambda a: a["D"] == a["BLOCK_D"],
+    }
+)
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q,  # (B, H, TQ, D)
+    K,  # (B, H, TK, D)
+    V,  # (B, H, TK, D)
+    DO,  # (B, H, TQ, D)
+    LSE,  # (B, H, TQ) fp32, contiguous
+    DELTA,  # (B, H, TQ) fp32, contiguous
+    DQ,  # (B, H, TQ, D), contiguous
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    H, TQ, TK, D,
+    sm_scale, qk_scale,
+    TQ_BUCKET, TK_BUCKET,  # autotune keys only
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_dob + h * stride_doh
+    DQ += pid_bh * TQ * D
+    LSE += pid_bh * TQ
+    DELTA += pid_bh * TQ
+
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_ptrs = Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    do_ptrs = DO + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod
+    if EVEN_M and EVEN_D:
+        q = tl.load(q_ptrs)
+        do = tl.load(do_ptrs)
+    else:
+        qmask = (offs_m[:, None] < TQ) & (offs_d[None, :] < D)
+        q = tl.load(q_ptrs, mask=qmask, other=0.0)
+        do = tl.load(do_ptrs, mask=qmask, other=0.0)
+    if EVEN_M:
+        lse2 = tl.load(LSE + offs_m) * 1.4426950408889634
+        delta = tl.load(DELTA + offs_m)
+    else:
+        lse2 = tl.load(LSE + offs_m, mask=offs_m < TQ, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + offs_m, mask=offs_m < TQ, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    OFF = TK - TQ
+    if CAUSAL:
+        hi_full = (m0 + OFF + 1) // BLOCK_N * BLOCK_N  # <= TK, see the forward
+        hi = m0 + BLOCK_M + OFF
+        if hi > TK:
+            hi = TK
+    else:
+        hi_full = TK // BLOCK_N * BLOCK_N
+        hi = TK
+    dq = _dq_inner(dq, q, do, lse2, delta, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                   offs_m, offs_n, offs_d, 0, hi_full, TK, D, OFF, qk_scale, BLOCK_N, False, CAUSAL, EVEN_D)
+    dq = _dq_inner(dq, q, do, lse2, delta, K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+                   offs_m, offs_n, offs_d, hi_full, hi, TK, D, OFF, qk_scale, BLOCK_N, True, CAUSAL, EVEN_D)
+
+    dq = dq * sm_scale
+    out_offs = offs_m[:, None] * D + offs_d[None, :]
+    if EVEN_M and EVEN_D:
+        tl.store(DQ + out_offs, dq.to(DQ.dtype.element_ty))
+    else:
+        tl.store(DQ + out_offs, dq.to(DQ.dtype.element_ty), mask=(offs_m[:, None] < TQ) & (offs_d[None, :] < D))
+
+
+# dK/dV configs: BLOCK_N keys owned, BLOCK_M queries streamed; dQ configs: BLOCK_M queries owned,
+# BLOCK_N keys streamed. All compile spill-free for sm_80 and sm_90a at the head dims listed (D=128
+# included), in even and ragged (masked-load) forms; the limits are where a form spilled.
+_DKDV_CONFIGS: list[TunedConfig] = [
+    TunedConfig(32, 64, 8, 2, max_d={80: 128, 90: 128}),
+    TunedConfig(32, 128, 8, 2, max_d={80: 64, 90: 64}),
+    TunedConfig(32, 64, 4, 2, max_d={80: 64, 90: 128}, ragged_max_d={90: 64}),
+    TunedConfig(32, 32, 4, 2, max_d={80: 128, 90: 128}),
+    TunedConfig(16, 32, 4, 2, fp32_max_d={80: 64, 90: 64}),
+    TunedConfig(16, 16, 4, 2, fp32_max_d={80: 128, 90: 128}),
+]
+_DQ_CONFIGS: list[TunedConfig] = [
+    TunedConfig(64, 32, 4, 2, max_d={80: 128, 90: 128}, ragged_max_d={80: 64, 90: 64}),
+    TunedConfig(128, 32, 8, 2, max_d={80: 128, 90: 128}, ragged_max_d={80: 128, 90: 64}),
+    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}),
+    # Last: the fallback, shipped for every D (32x16 fp16 at D=64 spills on sm_90a, so fp32 only
+    # there; the 64x32/8-warp entry covers fp16/bf16 at every D and shape on both targets).
+    TunedConfig(64, 32, 8, 2, max_d={80: 128, 90: 128}),
+    TunedConfig(32, 16, 4, 2, fp32_max_d={80: 128, 90: 128}),
+]
+_DKDV_INTERPRET = TunedConfig(32, 64, 4, 1)
+_DQ_INTERPRET = TunedConfig(64, 32, 4, 1)
+_PRE_BLOCK_M = 32  # 64 rows at D=128 made ptxas spill on sm_80 (8 warps)
+
+AUTOTUNE_KEY = ["TQ_BUCKET", "TK_BUCKET", "D", "BLOCK_D", "CAUSAL"]  # + the tensors' dtypes (Triton adds them)
+_dkdv_tuned = triton.autotune(
+    configs=[c.config() for c in _DKDV_CONFIGS], key=AUTOTUNE_KEY,
+    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: pick_configs(_DKDV_CONFIGS, nargs, kw)},
+)(_attn_bwd_dkdv_kernel)
+_dq_tuned = triton.autotune(
+    configs=[c.config() for c in _DQ_CONFIGS], key=AUTOTUNE_KEY,
+    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: pick_configs(_DQ_CONFIGS, nargs, kw)},
+)(_attn_bwd_dq_kernel)
+
+
+def attention_bwd_launch(
+    do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+    causal: bool, sm_scale: float,
+    dkdv_config: TunedConfig | None = None, dq_config: TunedConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (dq, dk, dv) of attention given dO, the inputs, the output and its LSE."""
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    dq = _alloc((B, H, Tq, D), q.dtype, q.device)
+    dk = _alloc((B, H, Tk, D), k.dtype, k.device)
+    dv = _alloc((B, H, Tk, D), v.dtype, v.device)
+    if dq.numel() == 0:  # no queries: dk = dv = 0
+        return dq, dk.zero_(), dv.zero_()
+    if do.dtype != q.dtype:
+        do = do.to(q.dtype)
+    block_d = max(16, triton.next_power_of_2(D))
+    delta = _alloc(tuple(lse.shape), torch.float32, lse.device)
+    _bwd_preprocess_kernel[(triton.cdiv(Tq, _PRE_BLOCK_M), B * H)](
+        o, do, delta, *o.stride(), *do.stride(), H, Tq, D, BLOCK_M=_PRE_BLOCK_M, BLOCK_D=block_d)
+
+    common = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), H, Tq, Tk, D,
+              sm_scale, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk))
+    meta = {"CAUSAL": causal, "BLOCK_D": block_d}
+    if interpreter_enabled():
+        dkdv_config = dkdv_config or _DKDV_INTERPRET
+        dq_config = dq_config or _DQ_INTERPRET
+    args = (q, k, v, do, lse, delta, dk, dv, *common)
+    if dkdv_config is None:
+        _dkdv_tuned[lambda m: (triton.cdiv(Tk, m["BLOCK_N"]), B * H)](*args, **meta)
+    else:
+        grid = (triton.cdiv(Tk, dkdv_config.block_n), B * H)
+        _attn_bwd_dkdv_kernel[grid](*args, **meta, **dkdv_config.kwargs())
+    args = (q, k, v, do, lse, delta, dq, *common)
+    if dq_config is None:
+        _dq_tuned[lambda m: (triton.cdiv(Tq, m["BLOCK_M"]), B * H)](*args, **meta)
+    else:
+        grid = (triton.cdiv(Tq, dq_config.block_m), B * H)
+        _attn_bwd_dq_kernel[grid](*args, **meta, **dq_config.kwargs())
+    return dq, dk, dv
+
+
+_STRIDES = ("stride_qb stride_qh stride_qm stride_kb stride_kh stride_kn stride_vb stride_vh stride_vn "
+            "stride_dob stride_doh stride_dom")
+
+
+def variant_choices(configs: list[TunedConfig]):
+    """(config, head dim, dtype, even, archs) to compile: fp16 at D = 64 and 128 (plus 32 for the first
+    config), ragged forms (EVEN_* = False: masked loads), bf16 once, fp32 where shipped."""
+    for i, cfg in enumerate(configs):
+        picks = [("fp16", d, True) for d in ((32, 64, 128) if i == 0 else (64, 128))]
+        picks += [("fp16", 64, False), ("fp16", 128, False), ("fp32", 64, True), ("fp32", 128, True),
+                  ("fp32", 128, False)] + [("bf16", 64, True)] * (i == 0)
+        for dtype, d, even in picks:
+            archs = cfg.archs_for(d, dtype == "fp32", not even)
+            if archs:
+                yield cfg, d, dtype, even, archs
+
+
+def bwd_variants() -> list[KernelVariant]:
+    """Every shipped dK/dV and dQ config x representative head dim / dtype / evenness, plus preprocess."""
+    out = []
+    unit = dict(stride_qd=1, stride_kd=1, stride_vd=1, stride_dod=1)
+    kernels = (("dkdv", _attn_bwd_dkdv_kernel, _DKDV_CONFIGS, "Q K V DO LSE DELTA DK DV", ("EVEN_N",)),
+               ("dq", _attn_bwd_dq_kernel, _DQ_CONFIGS, "Q K V DO LSE DELTA DQ", ()))
+    for name, fn, configs, ptrs, extra in kernels:
+        for cfg, d, dtype, even, archs in variant_choices(configs):
+            sig = {p: ("*fp32" if p in ("LSE", "DELTA") else "*" + dtype) for p in ptrs.split()}
+            sig.update({s: "i32" for s in _STRIDES.split()})
+            sig.update(H="i32", TQ="i32", TK="i32", D="i32", sm_scale="fp32", qk_scale="fp32",
+                       TQ_BUCKET="i32", TK_BUCKET="i32")
+            evens = {e: even for e in ("EVEN_M", "EVEN_D", *extra)}
+            consts = dict(unit, CAUSAL=True, BLOCK_D=d, **evens, **cfg.kwargs())
+            out.append(KernelVariant(
+                name=f"attention_bwd_{name}[D={d},BM={cfg.block_m},BN={cfg.block_n},"
+                     f"w={cfg.num_warps},s={cfg.num_stages},{dtype}{'' if even else ',ragged'}]",
+                fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
+                num_stages=cfg.num_stages, archs=archs, expect_mma=dtype != "fp32",
+                tags={"kernel": name, "D": d, "dtype": dtype, "even": even},
+            ))
+    for d in (64, 128):
+        sig = {"O": "*fp16", "DO": "*fp16", "DELTA": "*fp32", "stride_ob": "i32", "stride_oh": "i32",
+               "stride_om": "i32", "stride_dob": "i32", "stride_doh": "i32", "stride_dom": "i32",
+               "H": "i32", "TQ": "i32", "D": "i32"}
+        out.append(KernelVariant(
+            name=f"attention_bwd_preprocess[D={d},BM={_PRE_BLOCK_M},fp16]", fn=_bwd_preprocess_kernel,
+            signature=sig, constexprs=dict(stride_od=1, stride_dod=1, BLOCK_M=_PRE_BLOCK_M, BLOCK_D=d),
+            num_warps=4, num_stages=2, archs=(80, 90), expect_mma=False,
+            tags={"kernel": "preprocess", "D": d, "dtype": "fp16", "even": True},
+        ))
+    return out

@@ -1,0 +1,389 @@
+"""Linear layers with the elementwise tail fused into the GEMM epilogue (forward and backward).
+
+    gelu_linear(x, W, b)         = gelu_tanh(x @ W^T + b)       GPT-2 MLP c_fc + GELU
+    linear(x, W, b, residual)    = x @ W^T + b (+ residual)     c_proj of MLP / attention (+ skip)
+
+Algorithm: one tiled GEMM per output (Triton matmul tutorial structure: grouped program order for
+L2 reuse, fp32 accumulator, plain pointer arithmetic since Triton 3.9 removed block pointers). The
+bias add, the GELU (tanh approximation, as ``F.gelu(approximate="tanh")``) and the residual add run
+on the fp32 accumulator before the single cast to the storage dtype. When autograd needs it,
+the GELU epilogue also writes g = gelu'(z) (z = x W^T + b) in the storage dtype; inference never
+allocates or writes it. The backward (``fused_linear_bwd``) multiplies dy by g inside the
+prologue of the dx and dW GEMMs and fuses db into the dW GEMM; see that module for the design.
+
+Scope: x (..., K) with unit stride on its last dim (other strides passed through; no copy unless
+the leading dims cannot be flattened to a view); W (N, K) in nn.Linear layout with any strides;
+bias (N,) or None; residual (..., N). fp16, bf16 and fp32, all inputs the same dtype. fp32 runs on
+TF32 tensor cores on GPUs (``tl.dot``'s default): ~1e-3 relative error, like
+``torch.backends.cuda.matmul.allow_tf32 = True``; the interpreter computes exact fp32.
+Differences from PyTorch: GELU is applied to the fp32 accumulator (PyTorch rounds z to the
+storage dtype first), so fp16/bf16 outputs are slightly more accurate; the saved gelu'(z) is
+rounded to the storage dtype. Tile configs are autotuned on GPU from a short list pruned per
+device (shared memory, and spill-free on sm_80/sm_90a); under the interpreter one 32x32x32 tile.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._interpreter import interpreter_enabled
+from ._validate import check_same, check_tensor
+from ._variants import KernelVariant
+from .fused_linear_bwd import (
+    BWD_CONFIGS,
+    CONFIGS,
+    INTERPRET_CONFIG,
+    SMEM_LIMIT,
+    _grouped_pid,
+    _linear_bwd_dw_kernel,
+    _linear_bwd_dx_kernel,
+    autotune_configs,
+    fused_linear_bwd,
+    m_bucket,
+    make_prune,
+    smem_estimate,
+)
+
+__all__ = ["gelu_linear", "linear", "variants"]
+
+
+@triton.jit
+def _fused_linear_fwd_kernel(
+    X,  # (M, K)
+    W,  # (N, K)
+    B,  # (N,) read only when HAS_BIAS
+    R,  # (M, N) residual, read only when HAS_RESIDUAL
+    Y,  # (M, N)
+    G,  # (M, N) gelu'(z), written only when STORE_GELU_GRAD; same strides as Y
+    M, N, K,
+    M_BUCKET,  # autotune key only
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_rm, stride_rn, stride_ym, stride_yn,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, GELU: tl.constexpr, STORE_GELU_GRAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EVEN_K: tl.constexpr,
+):
+    pid_m, pid_n = _grouped_pid(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # Out-of-range rows/cols wrap to valid ones so loads need no M/N masks; the store drops them.
+    rm = offs_m % M
+    rn = offs_n % N
+    x_ptrs = X + rm[:, None] * stride_xm + offs_k[None, :] * stride_xk  # (BLOCK_M, BLOCK_K)
+    w_ptrs = W + offs_k[:, None] * stride_wk + rn[None, :] * stride_wn  # (BLOCK_K, BLOCK_N) = W^T
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            b = tl.load(w_ptrs)
+        else:
+            k_left = K - k * BLOCK_K
+            a = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        acc = tl.dot(a, b, acc=acc)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+
+    # Epilogue on the fp32 accumulator: + bias, GELU (and its derivative), + residual, one cast.
+    if HAS_BIAS:
+        acc += tl.load(B + rn).to(tl.float32)[None, :]
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    # One offset tensor for Y and G (allocated alike): int64 pointer tiles cost registers.
+    offs_y = offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    out = acc
+    if GELU:
+        # gelu_tanh(z) = z * sigmoid(2u), u = sqrt(2/pi) (z + 0.044715 z^3); sigmoid avoids the
+        # cancellation in 0.5 (1 + tanh u) for negative z. z^2 is clamped so huge |z| cannot
+        # overflow; the exp argument is capped at 80 so e * s * s below stays finite (s ~ 1e-35).
+        u = 0.7978845608028654 * acc * (1.0 + 0.044715 * tl.minimum(acc * acc, 1.0e4))
+        e = tl.exp(tl.minimum(-2.0 * u, 80.0))
+        s = 1.0 / (1.0 + e)
+        out = acc * s
+    if HAS_RESIDUAL:
+        r_ptrs = R + offs_m[:, None] * stride_rm + offs_n[None, :] * stride_rn
+        out += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Y + offs_y, out.to(Y.dtype.element_ty), mask=mask)
+    if GELU:
+        if STORE_GELU_GRAD:
+            # gelu'(z) = s + 2 z s (1 - s) du/dz, with s (1 - s) = e s^2: no cancellation at large
+            # z. Computed after the Y store to keep fewer (BLOCK_M, BLOCK_N) tiles live.
+            du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * tl.minimum(acc * acc, 1.0e4))
+            dgelu = s + 2.0 * acc * (e * s * s) * du
+            tl.store(G + offs_y, dgelu.to(G.dtype.element_ty), mask=mask)
+
+
+_FWD_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
+_fwd_tuned = triton.autotune(
+    configs=autotune_configs(_FWD_NAMES),
+    key=["M_BUCKET", "N", "K", "HAS_BIAS", "HAS_RESIDUAL", "GELU", "STORE_GELU_GRAD"],
+    prune_configs_by={"early_config_prune": make_prune("X")},
+)(triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_fused_linear_fwd_kernel))
+
+
+def _fused_linear_fwd_launch(
+    x: torch.Tensor,  # (M, K)
+    weight: torch.Tensor,  # (N, K)
+    bias: torch.Tensor | None,  # (N,)
+    residual: torch.Tensor | None,  # (M, N)
+    gelu: bool,
+    store_gelu_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Host launcher on 2-D operands: returns (y, g); g is None unless store_gelu_grad."""
+    M, K = x.shape
+    N = weight.shape[0]
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    g = torch.empty((M, N), dtype=x.dtype, device=x.device) if store_gelu_grad else None
+    if M == 0 or N == 0:
+        return y, g
+    b = bias if bias is not None else y  # dummy pointers for disabled inputs: never dereferenced
+    r = residual if residual is not None else y
+    gg = g if g is not None else y
+    args = (x, weight, b, r, y, gg, M, N, K, m_bucket(M), x.stride(0), x.stride(1), weight.stride(0),
+            weight.stride(1), r.stride(0), r.stride(1), y.stride(0), y.stride(1))
+    flags = dict(HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, GELU=gelu,
+                 STORE_GELU_GRAD=store_gelu_grad)
+    if interpreter_enabled():
+        blocks = dict(zip(_FWD_NAMES, INTERPRET_CONFIG[:4], strict=True))
+        grid = (triton.cdiv(M, blocks["BLOCK_M"]) * triton.cdiv(N, blocks["BLOCK_N"]),)
+        _fused_linear_fwd_kernel[grid](*args, **flags, **blocks, EVEN_K=K % blocks["BLOCK_K"] == 0,
+                                       num_warps=4, num_stages=1)
+    else:
+        _fwd_tuned[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)](
+            *args, **flags)
+    return y, g
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(..., C) -> (M, C); a view whenever the leading dims allow it."""
+    return t.reshape(-1, t.shape[-1])
+
+
+# ----------------------------------------------------------------------------- custom ops
+# Opaque to torch.compile (register_fake gives shapes); triton_op/wrap_triton would let Inductor
+# see inside but fails under the interpreter, which is what CI runs.
+
+
+@torch.library.custom_op(
+    "tritongpt::linear_fwd", mutates_args=(),
+    schema="(Tensor x, Tensor weight, Tensor? bias, Tensor? residual) -> Tensor",
+)
+def _linear_fwd_op(x, weight, bias, residual):
+    r2 = _rows(residual) if residual is not None else None
+    y, _ = _fused_linear_fwd_launch(_rows(x), weight, bias, r2, gelu=False, store_gelu_grad=False)
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+@_linear_fwd_op.register_fake
+def _(x, weight, bias, residual):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@torch.library.custom_op(
+    "tritongpt::gelu_linear_fwd", mutates_args=(),
+    schema="(Tensor x, Tensor weight, Tensor? bias, bool save_gelu_grad) -> (Tensor, Tensor)",
+)
+def _gelu_linear_fwd_op(x, weight, bias, save_gelu_grad):
+    y, g = _fused_linear_fwd_launch(_rows(x), weight, bias, None, gelu=True, store_gelu_grad=save_gelu_grad)
+    out_shape = (*x.shape[:-1], weight.shape[0])
+    # Custom ops cannot return None: an empty tensor stands for "not saved".
+    return y.view(out_shape), (g.view(out_shape) if g is not None else x.new_empty((0,)))
+
+
+@_gelu_linear_fwd_op.register_fake
+def _(x, weight, bias, save_gelu_grad):
+    out_shape = (*x.shape[:-1], weight.shape[0])
+    return x.new_empty(out_shape), x.new_empty(out_shape if save_gelu_grad else (0,))
+
+
+_BWD_SCHEMA = "(Tensor dy, Tensor x, Tensor weight, {gate}bool need_dx, bool need_dw, bool need_db) -> (Tensor, Tensor, Tensor)"
+
+
+def _bwd(dy, x, weight, gate, need_dx, need_dw, need_db):
+    g2 = _rows(gate) if gate is not None else None
+    dx, dw, db = fused_linear_bwd(_rows(dy), _rows(x), weight, g2, need_dx, need_dw, need_db)
+    empty = dy.new_empty((0,))
+    return (dx.view(x.shape) if dx is not None else empty, dw if dw is not None else empty,
+            db if db is not None else empty)
+
+
+def _bwd_fake(dy, x, weight, need_dx, need_dw, need_db):
+    empty = dy.new_empty((0,))
+    return (x.new_empty(x.shape) if need_dx else empty, weight.new_empty(weight.shape) if need_dw else empty,
+            weight.new_empty((weight.shape[0],)) if need_db else empty)
+
+
+@torch.library.custom_op("tritongpt::linear_bwd", mutates_args=(), schema=_BWD_SCHEMA.format(gate=""))
+def _linear_bwd_op(dy, x, weight, need_dx, need_dw, need_db):
+    return _bwd(dy, x, weight, None, need_dx, need_dw, need_db)
+
+
+@_linear_bwd_op.register_fake
+def _(dy, x, weight, need_dx, need_dw, need_db):
+    return _bwd_fake(dy, x, weight, need_dx, need_dw, need_db)
+
+
+@torch.library.custom_op("tritongpt::gelu_linear_bwd", mutates_args=(),
+                         schema=_BWD_SCHEMA.format(gate="Tensor gelu_grad, "))
+def _gelu_linear_bwd_op(dy, x, weight, gelu_grad, need_dx, need_dw, need_db):
+    return _bwd(dy, x, weight, gelu_grad, need_dx, need_dw, need_db)
+
+
+@_gelu_linear_bwd_op.register_fake
+def _(dy, x, weight, gelu_grad, need_dx, need_dw, need_db):
+    return _bwd_fake(dy, x, weight, need_dx, need_dw, need_db)
+
+
+def _linear_setup(ctx, inputs, output):
+    x, weight, bias, residual = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+    ctx.has_residual = residual is not None
+
+
+def _linear_backward(ctx, dy):
+    x, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, dw, db = _linear_bwd_op(dy, x, weight, need[0], need[1], ctx.has_bias and need[2])
+    return (dx if need[0] else None, dw if need[1] else None, db if ctx.has_bias and need[2] else None,
+            dy if ctx.has_residual and need[3] else None)  # d(residual) = dy: no copy
+
+
+def _gelu_linear_setup(ctx, inputs, output):
+    x, weight, bias, save_gelu_grad = inputs
+    ctx.save_for_backward(x, weight, output[1])
+    ctx.has_bias = bias is not None
+    ctx.saved_gate = save_gelu_grad
+    ctx.mark_non_differentiable(output[1])
+
+
+def _gelu_linear_backward(ctx, dy, _dg):
+    if not ctx.saved_gate:
+        raise RuntimeError("gelu_linear: backward needs the forward to save gelu'(z); call the public "
+                           "tritongpt.kernels.gelu_linear, which decides that from requires_grad")
+    x, weight, gate = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, dw, db = _gelu_linear_bwd_op(dy, x, weight, gate, need[0], need[1], ctx.has_bias and need[2])
+    return (dx if need[0] else None, dw if need[1] else None, db if ctx.has_bias and need[2] else None, None)
+
+
+torch.library.register_autograd("tritongpt::linear_fwd", _linear_backward, setup_context=_linear_setup)
+torch.library.register_autograd("tritongpt::gelu_linear_fwd", _gelu_linear_backward,
+                                setup_context=_gelu_linear_setup)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _validate(x: object, weight: object, bias: object, residual: object) -> None:
+    x = check_tensor("x", x)
+    if x.dim() < 1:
+        raise ValueError("x: expected a tensor of shape (..., K), got a 0-D tensor")
+    weight = check_tensor("weight", weight, ndim=2, unit_last_stride=False)
+    check_same("weight", weight, "x", x)
+    N, K = weight.shape
+    if x.shape[-1] != K:
+        raise ValueError(f"weight: expected shape (N, {x.shape[-1]}) to match x's last dim, got {tuple(weight.shape)}")
+    if K == 0:
+        raise ValueError("x: the reduction dim K must be >= 1, got 0")
+    if bias is not None:
+        bias = check_tensor("bias", bias, ndim=1)
+        check_same("bias", bias, "x", x)
+        if bias.shape[0] != N:
+            raise ValueError(f"bias: expected shape ({N},) to match weight's N, got {tuple(bias.shape)}")
+    if residual is not None:
+        residual = check_tensor("residual", residual)
+        check_same("residual", residual, "x", x)
+        want = (*x.shape[:-1], N)
+        if tuple(residual.shape) != want:
+            raise ValueError(f"residual: expected the output shape {want}, got {tuple(residual.shape)}")
+
+
+def _grad_needed(*ts: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def gelu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.gelu(F.linear(x, weight, bias), approximate="tanh")`` in one GEMM.
+
+    x (..., K), weight (N, K), bias (N,) or None -> (..., N). Differentiable in all three.
+    """
+    _validate(x, weight, bias, None)
+    y, _ = _gelu_linear_fwd_op(x, weight, bias, _grad_needed(x, weight, bias))
+    return y
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias) + residual`` in one GEMM (bias and residual optional).
+
+    x (..., K), weight (N, K), bias (N,), residual (..., N) -> (..., N). Differentiable in all four.
+    """
+    _validate(x, weight, bias, residual)
+    return _linear_fwd_op(x, weight, bias, residual)
+
+
+# ----------------------------------------------------------------------------- AOT variants
+
+_TL = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def _archs(cfg, dtype: torch.dtype) -> tuple[int, ...]:
+    es = torch.empty((), dtype=dtype).element_size()
+    return tuple(cc for cc in (80, 89, 90)
+                 if (cc not in (80, 90) or cc in cfg.archs) and smem_estimate(cfg, es) <= SMEM_LIMIT[cc])
+
+
+def variants() -> list[KernelVariant]:
+    """Every shipped tile config x representative flags, for sm_80/sm_89/sm_90a compile checks.
+
+    Unit strides are constexpr 1, as Triton's JIT specialises them at runtime.
+    """
+    out: list[KernelVariant] = []
+    # (kernel, names, pointer args, scalar args, unit strides, flag sets)
+    specs = [
+        ("fwd", _fused_linear_fwd_kernel, _FWD_NAMES, "X W B R Y G",
+         "M N K M_BUCKET stride_xm stride_wn stride_rm stride_ym", ("stride_xk", "stride_wk", "stride_rn", "stride_yn"),
+         "EVEN_K",
+         [dict(HAS_BIAS=True, HAS_RESIDUAL=False, GELU=True, STORE_GELU_GRAD=True),
+          dict(HAS_BIAS=True, HAS_RESIDUAL=True, GELU=False, STORE_GELU_GRAD=False)]),
+        ("dx", _linear_bwd_dx_kernel, ("BLOCK_M", "BLOCK_K", "BLOCK_N", "GROUP_M"), "DY G W DX",
+         "M N K M_BUCKET stride_dym stride_gm stride_wn stride_dxm", ("stride_dyn", "stride_gn", "stride_wk",
+                                                                  "stride_dxk"),
+         "EVEN_N", [dict(HAS_GATE=True), dict(HAS_GATE=False)]),
+        ("dw", _linear_bwd_dw_kernel, ("BLOCK_N", "BLOCK_K", "BLOCK_M", "GROUP_N"), "DY G X DW DB",
+         "M N K M_BUCKET stride_dym stride_gm stride_xm stride_dwn", ("stride_dyn", "stride_gn", "stride_xk",
+                                                                  "stride_dwk"),
+         "EVEN_M", [dict(HAS_GATE=True, HAS_BIAS=True), dict(HAS_GATE=False, HAS_BIAS=True)]),
+    ]
+    for tag, fn, names, ptrs, scalars, units, even, flag_sets in specs:
+        for ci, cfg in enumerate(CONFIGS):
+            if tag != "fwd" and cfg not in BWD_CONFIGS:
+                continue
+            for dtype in (torch.float16, torch.bfloat16, torch.float32):
+                archs = _archs(cfg, dtype)
+                # fp16 for every flag set; bf16 (different converts) and fp32 (TF32, 2x smem) on the first.
+                for fi, flags in enumerate(flag_sets if dtype == torch.float16 else flag_sets[:1]):
+                    if not archs:
+                        continue
+                    sig = {p: f"*{_TL[dtype]}" for p in ptrs.split()}
+                    sig.update({s: "i32" for s in scalars.split()})
+                    consts = {u: 1 for u in units}
+                    consts.update(dict(zip(names, cfg[:4], strict=True)))
+                    consts.update(flags)
+                    consts[even] = False  # the masked (slower-to-compile, more registers) path
+                    fl = ",".join(k for k, v in flags.items() if v)
+                    out.append(KernelVariant(
+                        name=f"fused_linear_{tag}[{cfg.b0}x{cfg.b1}x{cfg.br},w{cfg.num_warps},s{cfg.num_stages},"
+                             f"{_TL[dtype]},{fl}]",
+                        fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
+                        num_stages=cfg.num_stages, archs=archs, expect_mma=True,
+                        tags={"kernel": tag, "config": ci, "dtype": _TL[dtype], "flags": fi,
+                              # What the JIT specialises for aligned tensors and shapes (GPT-2's):
+                              # compile with tt.divisibility=16 on these to match runtime.
+                              "divisible_by_16": tuple(sig)},
+                    ))
+    return out

@@ -1,0 +1,356 @@
+"""Fused attention (FlashAttention-2 forward + backward) against a naive fp64 reference.
+
+Tolerance rule: the kernel's max error vs the fp64 reference may be at most 2x the error of a
+naive PyTorch attention computed in the same low dtype, plus a small atol. Every output buffer
+the launchers allocate is poisoned with NaN, so an element the kernel forgets to write fails.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tritongpt.kernels.flash_attention as fa
+import tritongpt.kernels.flash_attention_bwd as fab
+from tritongpt.kernels.flash_attention import attention
+from tritongpt.kernels.flash_attention_bwd import TunedConfig
+
+ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch: pytest.MonkeyPatch) -> None:
+    def alloc(shape, dtype, device):
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(fa, "_alloc", alloc)
+    monkeypatch.setattr(fab, "_alloc", alloc)
+
+
+def naive(q, k, v, causal, scale):
+    """softmax(q k^T * scale + end-aligned causal mask) v in the inputs' dtype; also returns LSE."""
+    s = (q @ k.transpose(-1, -2)) * scale
+    tq, tk = s.shape[-2:]
+    if causal:
+        i = torch.arange(tq, device=q.device)[:, None]
+        j = torch.arange(tk, device=q.device)[None, :]
+        s = s.masked_fill(j > i + tk - tq, float("-inf"))
+    # Softmax in at least fp32, as PyTorch's own SDPA math path does for low-precision inputs.
+    p = torch.softmax(s.to(torch.promote_types(s.dtype, torch.float32)), -1).to(q.dtype)
+    return p @ v, torch.logsumexp(s.double(), -1)
+
+
+def _grads(fn, inputs, do):
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    out = fn(*leaves)
+    out.backward(do.to(out.dtype))
+    return out.detach(), [t.grad for t in leaves]
+
+
+def _max_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return (a.double() - ref).abs().max().item()
+
+
+def check_against_reference(q, k, v, causal, scale=None, do=None, fwd=None):
+    """Forward and dq/dk/dv of ``fwd`` (default: attention) vs fp64, with the 2x-PyTorch rule."""
+    dtype = q.dtype
+    sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if do is None:
+        do = torch.randn(q.shape[:-1] + (v.shape[-1],), dtype=dtype, device=q.device)
+    fwd = fwd or (lambda a, b, c: attention(a, b, c, causal=causal, sm_scale=scale))
+    out, grads = _grads(fwd, (q, k, v), do)
+    ref, ref_grads = _grads(lambda a, b, c: naive(a, b, c, causal, sc)[0], (q.double(), k.double(), v.double()),
+                            do.double())
+    low, low_grads = _grads(lambda a, b, c: naive(a, b, c, causal, sc)[0], (q, k, v), do)
+    assert out.dtype == dtype and out.shape == q.shape[:-1] + (v.shape[-1],) and out.is_contiguous()
+    for name, got, want, theirs in zip(("out", "dq", "dk", "dv"), [out, *grads], [ref, *ref_grads],
+                                       [low, *low_grads], strict=True):
+        assert got.dtype == dtype and got.shape == want.shape, name
+        assert not torch.isnan(got).any(), f"{name}: NaN (unwritten or bad) elements"
+        err, torch_err = _max_err(got, want), _max_err(theirs, want)
+        assert err <= 2 * torch_err + ATOL[dtype], f"{name}: max error {err:.3g} vs PyTorch {torch_err:.3g}"
+
+
+def _qkv(b, h, tq, tk, d, dtype, device):
+    return (torch.randn(b, h, tq, d, dtype=dtype, device=device),
+            torch.randn(b, h, tk, d, dtype=dtype, device=device),
+            torch.randn(b, h, tk, d, dtype=dtype, device=device))
+
+
+SHAPES = [
+    # (B, H, Tq, Tk, D, causal)
+    (2, 3, 1, 1, 16, True),  # T=1
+    (1, 2, 7, 7, 64, True),  # T below one block
+    (1, 2, 64, 64, 128, True),  # aligned: EVEN_M/EVEN_D fast paths
+    (1, 2, 97, 97, 80, True),  # prime T, non-power-of-two D (BLOCK_D=128 masked)
+    (1, 1, 130, 130, 64, False),  # just past two blocks, non-causal
+    (1, 2, 1, 97, 64, True),  # decode step over a KV cache
+    (2, 1, 7, 64, 16, True),  # prefill of 7 tokens after 57 cached ones
+    (1, 2, 97, 64, 80, False),  # Tq > Tk, non-causal
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_attention_matches_reference(shape, dtype, device):
+    b, h, tq, tk, d, causal = shape
+    check_against_reference(*_qkv(b, h, tq, tk, d, dtype, device), causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("causal", [True, False])
+def test_lse(dtype, causal, device):
+    q, k, v = _qkv(2, 2, 33, 70, 32, dtype, device)
+    out, lse = torch.ops.tritongpt.attention_fwd(q, k, v, causal, 0.3)
+    ref_out, ref_lse = naive(q.double(), k.double(), v.double(), causal, 0.3)
+    assert lse.dtype == torch.float32 and lse.shape == (2, 2, 33)
+    torch.testing.assert_close(lse.double(), ref_lse, atol=1e-5, rtol=1e-5)
+
+
+def test_custom_scale_and_strided_do(device):
+    """Explicit sm_scale; dO of out.sum() is an expanded (all-zero-stride) view, dO.T a transposed one."""
+    q, k, v = _qkv(1, 2, 40, 40, 32, torch.float16, device)
+    check_against_reference(q, k, v, True, scale=0.05)
+    do = torch.randn(1, 2, 32, 40, dtype=torch.float16, device=device).transpose(-1, -2)
+    check_against_reference(q, k, v, False, scale=0.3, do=do)
+    leaf = q.clone().requires_grad_()
+    attention(leaf, k, v).sum().backward()
+    assert torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_packed_qkv_views_without_copies(dtype, device, monkeypatch):
+    """q, k, v as head-split views of one (B, T, 3C) projection, as in a GPT block."""
+    b, t, n_head, d = 2, 37, 3, 16
+    c = n_head * d
+    x = torch.randn(b, t, c, dtype=dtype, device=device)
+    w = torch.randn(c, 3 * c, dtype=dtype, device=device) / math.sqrt(c)
+    seen = []
+    launch = fa.attention_fwd_launch
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append([(tuple(a.stride()), a.data_ptr()) for a in (q, k, v)])
+        return launch(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(fa, "attention_fwd_launch", spy)
+
+    def heads(w_):
+        q, k, v = (x @ w_).split(c, dim=2)
+        return [z.view(b, t, n_head, d).transpose(1, 2) for z in (q, k, v)]  # (B, nh, T, hs)
+
+    qkv = heads(w)
+    assert not any(z.is_contiguous() for z in qkv)
+    check_against_reference(*qkv, True)  # (on clones of the views, which keep a strided layout)
+
+    # The exact views reach the kernel, and gradients flow back through them into the weight.
+    seen.clear()
+    wg = w.detach().clone().requires_grad_()
+    qkv = heads(wg)
+    attention(*qkv).float().square().sum().backward()
+    assert seen == [[(tuple(z.stride()), z.data_ptr()) for z in qkv]], "the kernel must get the views"
+    w64 = w.detach().double().requires_grad_()
+    x64 = x.double()
+    q, k, v = [z.view(b, t, n_head, d).transpose(1, 2) for z in (x64 @ w64).split(c, dim=2)]
+    naive(q, k, v, True, 1 / math.sqrt(d))[0].square().sum().backward()
+    torch.testing.assert_close(wg.grad.double(), w64.grad, atol=0.5, rtol=0.05)
+
+
+# Block shapes the fuzz test forces, so every BLOCK_M/BLOCK_N ratio meets the stage split logic.
+BLOCKS = [16, 32, 64]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    b=st.integers(1, 2), h=st.integers(1, 2), tq=st.integers(1, 70), extra=st.integers(0, 40),
+    d=st.sampled_from([1, 8, 24, 48, 64]), causal=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float16]), layout=st.sampled_from(["bhtd", "bthd", "tbhd"]),
+    bm=st.sampled_from(BLOCKS), bn=st.sampled_from(BLOCKS), bm2=st.sampled_from(BLOCKS),
+    bn2=st.sampled_from(BLOCKS),
+)
+def test_fuzz_shapes_strides_blocks(b, h, tq, extra, d, causal, dtype, layout, bm, bn, bm2, bn2):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tk = tq + extra if causal else max(1, tq + extra - 20)
+
+    def make(t):  # same logical (B, H, T, D) tensor in several memory layouts
+        perm = {"bhtd": (0, 1, 2, 3), "bthd": (0, 2, 1, 3), "tbhd": (2, 0, 1, 3)}[layout]
+        shape = [(b, h, t, d)[i] for i in perm]
+        return torch.randn(shape, dtype=dtype, device=device).permute(*[perm.index(i) for i in range(4)])
+
+    q, k, v = make(tq), make(tk), make(tk)
+
+    def fwd(q_, k_, v_):
+        return _ForcedBlocks.apply(q_, k_, v_, causal, TunedConfig(bm, bn, 4, 1), TunedConfig(bm2, bn2, 4, 1),
+                                   TunedConfig(max(16, bn2), bm2, 4, 1))
+
+    check_against_reference(q, k, v, causal, fwd=fwd)
+
+
+class _ForcedBlocks(torch.autograd.Function):
+    """The launchers with forced block shapes (the public op picks one config per device)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, fwd_cfg, dkdv_cfg, dq_cfg):
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        out, lse = fa.attention_fwd_launch(q, k, v, causal, scale, config=fwd_cfg)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.args = (causal, scale, dkdv_cfg, dq_cfg)
+        return out
+
+    @staticmethod
+    def backward(ctx, do):
+        causal, scale, dkdv_cfg, dq_cfg = ctx.args
+        dq, dk, dv = fab.attention_bwd_launch(do, *ctx.saved_tensors, causal, scale,
+                                              dkdv_config=dkdv_cfg, dq_config=dq_cfg)
+        return dq, dk, dv, None, None, None, None
+
+
+def test_torch_compile_fullgraph(device):
+    q, k, v = _qkv(1, 2, 20, 20, 32, torch.float16, device)
+    compiled = torch.compile(lambda a, b_, c: attention(a, b_, c, causal=True), fullgraph=True, backend="aot_eager")
+    check_against_reference(q, k, v, True, fwd=compiled)
+
+
+def test_empty_batch(device):
+    q, k, v = _qkv(0, 2, 5, 5, 16, torch.float16, device)
+    assert attention(q, k, v).shape == (0, 2, 5, 16)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _good(device, **kw):
+    args = dict(q=torch.randn(1, 2, 4, 16, device=device), k=torch.randn(1, 2, 6, 16, device=device),
+                v=torch.randn(1, 2, 6, 16, device=device))
+    args.update(kw)
+    return args
+
+
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda dev: _good(dev, q=torch.randn(2, 4, 16, device=dev)), ValueError, "q: expected a 4-D"),
+        (lambda dev: _good(dev, k=[[1.0]]), TypeError, "k: expected a torch.Tensor"),
+        (lambda dev: _good(dev, v=torch.randn(1, 2, 6, 16, device=dev).half()), TypeError, "v: dtype"),
+        (lambda dev: _good(dev, q=torch.randn(1, 2, 4, 16, device=dev).double()), TypeError, "q: expected dtype"),
+        (lambda dev: _good(dev, k=torch.randn(2, 2, 6, 16, device=dev)), ValueError, r"k, v: expected \(B, H\)"),
+        (lambda dev: _good(dev, v=torch.randn(1, 3, 6, 16, device=dev)), ValueError, r"k, v: expected \(B, H\)"),
+        (lambda dev: _good(dev, v=torch.randn(1, 2, 5, 16, device=dev)), ValueError, "v: expected the shape of k"),
+        (lambda dev: _good(dev, k=torch.randn(1, 2, 6, 8, device=dev), v=torch.randn(1, 2, 6, 8, device=dev)),
+         ValueError, "k: expected head dim"),
+        (lambda dev: _good(dev, q=torch.randn(1, 2, 4, 256, device=dev), k=torch.randn(1, 2, 6, 256, device=dev),
+                           v=torch.randn(1, 2, 6, 256, device=dev)), ValueError, "head dim D must be"),
+        (lambda dev: _good(dev, q=torch.randn(1, 2, 4, 0, device=dev), k=torch.randn(1, 2, 6, 0, device=dev),
+                           v=torch.randn(1, 2, 6, 0, device=dev)), ValueError, "head dim D must be"),
+        (lambda dev: _good(dev, k=torch.randn(1, 2, 0, 16, device=dev), v=torch.randn(1, 2, 0, 16, device=dev)),
+         ValueError, "at least one key"),
+        (lambda dev: _good(dev, q=torch.randn(1, 2, 7, 16, device=dev)), ValueError, "causal attention needs Tq <= Tk"),
+        (lambda dev: _good(dev, q=torch.randn(1, 2, 16, 4, device=dev).transpose(-1, -2)), ValueError,
+         "q: the last dimension must be contiguous"),
+        (lambda dev: {**_good(dev), "causal": 1}, TypeError, "causal: expected a bool"),
+        (lambda dev: {**_good(dev), "sm_scale": "0.1"}, TypeError, "sm_scale: expected a float"),
+        (lambda dev: {**_good(dev), "sm_scale": float("inf")}, ValueError, "sm_scale: expected a finite"),
+    ],
+    ids=["rank", "not-tensor", "dtype-mismatch", "fp64", "batch", "heads", "kv-shape", "head-dim", "D>128", "D=0",
+         "Tk=0", "causal-Tq>Tk", "last-stride", "causal-type", "scale-type", "scale-inf"],
+)
+def test_bad_input(make, exc, match, device):
+    with pytest.raises(exc, match=match):
+        attention(**make(device))
+
+
+def test_noncausal_allows_tq_gt_tk(device):
+    q, k, v = _qkv(1, 1, 9, 4, 16, torch.float32, device)
+    assert attention(q, k, v, causal=False).shape == (1, 1, 9, 16)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU tensors are only refused without the interpreter")
+def test_cpu_tensor_without_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="q: expected a tensor on a CUDA device"):
+        attention(**_good("cpu"))
+
+
+# ----------------------------------------------------------------------------- GPU config pruning
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["float16", "float32"])
+@pytest.mark.parametrize("tq, tk, d", [(512, 512, 64), (500, 512, 64), (256, 256, 128), (97, 97, 80), (1, 9, 16)])
+def test_autotune_prune_keeps_only_compiled_configs(arch, dtype, tq, tk, d, monkeypatch):
+    """What the GPU autotuner may try is non-empty and was compiled (spill-free) for that arch."""
+    monkeypatch.setattr(fab, "_arch", lambda: arch)
+    block_d = fa._block_d(d)
+    nargs = {"Q": torch.empty(1, dtype=dtype), "TQ": tq, "TK": tk, "D": d}
+    even = d == block_d and tq % 128 == 0 and tk % 128 == 0
+    dt = "fp32" if dtype == torch.float32 else "fp16"
+
+    def matches(v):  # compiled for this arch and dtype, at this head dim or larger, in the same evenness
+        t = v.tags
+        if t["kernel"] == "preprocess" or arch not in v.archs or t["dtype"] != dt or t["D"] < block_d:
+            return False
+        return dt == "fp32" or t["even"] == even
+
+    compiled = {(v.tags["kernel"], v.constexprs["BLOCK_M"], v.constexprs["BLOCK_N"], v.num_warps, v.num_stages)
+                for v in fa.variants() if matches(v)}
+    for kernel, table in (("fwd", fa._FWD_CONFIGS), ("dkdv", fab._DKDV_CONFIGS), ("dq", fab._DQ_CONFIGS)):
+        picked = fab.pick_configs(table, nargs, {"BLOCK_D": block_d})
+        assert picked, kernel
+        for c in picked:
+            key = (kernel, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+            assert key in compiled, f"{kernel} {key} is not a variant compiled for sm_{arch}"
+
+
+def test_tune_bucket():
+    assert [fab.tune_bucket(t) for t in (1, 100, 128, 129, 256, 1000, 1024)] == [2, 129, 128, 257, 256, 1025, 1024]
+
+
+# ----------------------------------------------------------------------------- AOT compile checks
+
+
+def _inspect(pairs):
+    """Compile (variant, cc) pairs with the shared AOT inspector (spawned workers without
+    TRITON_INTERPRET, results cached on disk by source) and apply the absolute rules."""
+    from tritongpt.bench.inspect import check_pairs
+
+    findings = check_pairs(pairs, "tritongpt.kernels.flash_attention:variants")
+    assert not findings, "\n".join(map(str, findings))
+
+
+def _pairs():
+    return [(v, cc) for v in fa.variants() for cc in v.archs if cc in (80, 90)]
+
+
+def _representative():
+    """~10 compiles: the largest shipped tile of each kernel at D=128 fp16 on both targets, plus the
+    ragged (masked-load) forms and the fp32 (FMA) forms on the target where they are tightest."""
+    best = {}
+    for v, cc in _pairs():
+        t = v.tags
+        if t["kernel"] == "preprocess" or t["D"] != 128:
+            continue
+        tight = cc == (90 if t["dtype"] == "fp32" else 80)
+        if t["dtype"] == "bf16" or (not t["even"] or t["dtype"] == "fp32") and not tight:
+            continue
+        key = (t["kernel"], t["dtype"], t["even"], cc)
+        size = v.constexprs["BLOCK_M"] * v.constexprs["BLOCK_N"]
+        if key not in best or size > best[key][0]:
+            best[key] = (size, v)
+    picked = [(v, key[3]) for key, (_, v) in sorted(best.items(), key=lambda kv: kv[0])]
+    return [(v, cc) for v, cc in picked if v.tags["even"] or v.tags["kernel"] != "dq"]
+
+
+@pytest.mark.skipif(os.environ.get("TRITONGPT_SKIP_AOT") == "1", reason="AOT checks disabled")
+def test_aot_representative():
+    _inspect(_representative())
+
+
+@pytest.mark.slow
+def test_aot_all_variants():
+    """Every shipped variant for each target it ships for (~120 compiles, ~6 min on 2 cores uncached)."""
+    _inspect(_pairs())
