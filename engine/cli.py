@@ -48,6 +48,12 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from tritongpt.bench.gate import main as gate_main
+
+    return gate_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tritongpt", description="Triton kernels under a minimal GPT-2 engine.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -64,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("presets", help="list model presets with their parameter counts")
     s.set_defaults(func=_cmd_presets)
 
+    s = sub.add_parser("inspect", help="compile every kernel for sm_80/sm_89/sm_90a without a GPU: registers, "
+                       "spills, shared memory, occupancy, tensor cores; counted traffic; the CI speed gate")
+    from tritongpt.bench.gate import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(func=_cmd_inspect)
+
     s = sub.add_parser("demo", help="the end-to-end demo that `make demo` runs")
     s.add_argument("--preset", default="cpu-demo")
     s.add_argument("--batch", type=int, default=4)
@@ -71,7 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _use_interpreter_without_gpu() -> None:
+    """No CUDA device: run the Triton kernels on the CPU interpreter (set before kernels import)."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
+        os.environ["TRITON_INTERPRET"] = "1"
+    from tritongpt.kernels._interpreter import interpreter_enabled, patch_interpreter
+
+    if interpreter_enabled():
+        patch_interpreter()
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["inspect"] and "--traffic" in argv:
+        # Traffic is counted on the interpreter even where a GPU exists (set before kernels import).
+        import os
+
+        os.environ["TRITON_INTERPRET"] = "1"
+    _use_interpreter_without_gpu()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -66,4 +66,21 @@ def run_demo(preset: str = "cpu-demo", batch: int = 4, seed: int = 1337) -> dict
           f"({batch * T / dt:,.0f} tokens/s, {device.upper()})")
     print(f"  loss {loss.item():.4f} (an untrained model should be near ln({cfg.vocab_size}) = "
           f"{math.log(cfg.vocab_size):.4f})")
-    return {"loss": loss.item(), "params": model.num_parameters()}
+
+    # The same weights through the hand-written kernels (natively on a GPU; on the Triton CPU
+    # interpreter otherwise, which is slow, so a shorter slice there).
+    other = "torch" if model.backend == "triton" else "triton"
+    n = T if device == "cuda" else min(T, 64)
+    print(f"\n== backend '{other}' vs '{model.backend}', same weights, 1 x {n} tokens"
+          + ("" if device == "cuda" else " (Triton interpreter on CPU: correctness, not speed)"))
+    with torch.no_grad():
+        ref_logits, ref_loss = model(x[:1, :n], y[:1, :n])
+        model.backend = other
+        t0 = time.perf_counter()
+        alt_logits, alt_loss = model(x[:1, :n], y[:1, :n])
+        dt = time.perf_counter() - t0
+        model.backend = "auto"
+    diff = (alt_logits.float() - ref_logits.float()).abs().max().item()
+    print(f"  loss {alt_loss.item():.6f} vs {ref_loss.item():.6f}; max |logit difference| {diff:.2e}; "
+          f"{dt * 1e3:.0f} ms")
+    return {"loss": loss.item(), "params": model.num_parameters(), "backend_max_diff": diff}

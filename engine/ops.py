@@ -38,11 +38,25 @@ def _kernels():
     return kernels
 
 
+def _autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would compute a matmul in, or None outside autocast. The custom ops are
+    opaque to autocast, so the seam applies its casting rules itself."""
+    kind = t.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+
+
+def _cast(dtype: torch.dtype, *ts: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [t if t is None or t.dtype == dtype else t.to(dtype) for t in ts]
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, dropout_p: float = 0.0, backend: str = "torch"
 ) -> torch.Tensor:
     """Causal attention, q/k/v (B, H, T, D) -> (B, H, T, D). Scale 1/sqrt(D)."""
     if backend == "triton" and dropout_p == 0.0:
+        dt = _autocast_dtype(q)
+        if dt is not None:
+            q, k, v = _cast(dt, q, k, v)
         return _kernels().attention(q, k, v, causal=True)
     # The Triton kernel has no attention-probability dropout; training with dropout > 0
     # takes the reference path for this op only.
@@ -61,6 +75,11 @@ def layer_norm(
     """Returns ``(LN(h), h)`` with ``h = x + residual`` (or ``x`` when residual is None)."""
     if backend == "triton":
         k = _kernels()
+        # Autocast runs layer_norm in fp32; the residual stream keeps its (fp32) dtype.
+        if residual is not None and x.dtype != residual.dtype:
+            x = x.to(residual.dtype)
+        if _autocast_dtype(x) is not None and x.dtype != torch.float32:
+            x = x.float()
         if residual is None:
             return k.layer_norm(x, weight, bias, eps), x
         return k.layer_norm(x, weight, bias, eps, residual=residual)
@@ -73,6 +92,9 @@ def gelu_linear(
 ) -> torch.Tensor:
     """``gelu_tanh(x @ weight.T + bias)``: the MLP's ``c_fc``."""
     if backend == "triton":
+        dt = _autocast_dtype(x)
+        if dt is not None:
+            x, weight, bias = _cast(dt, x, weight, bias)
         return _kernels().gelu_linear(x, weight, bias)
     return F.gelu(F.linear(x, weight, bias), approximate="tanh")
 
@@ -87,6 +109,9 @@ def linear(
 ) -> torch.Tensor:
     """``x @ weight.T + bias (+ residual)``: the MLP's ``c_proj``."""
     if backend == "triton":
+        dt = _autocast_dtype(x)
+        if dt is not None:
+            x, weight, bias, residual = _cast(dt, x, weight, bias, residual)
         return _kernels().linear(x, weight, bias, residual=residual)
     y = F.linear(x, weight, bias)
     return y if residual is None else y + residual

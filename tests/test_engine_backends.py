@@ -81,3 +81,21 @@ def test_torch_compile_fullgraph_with_triton_backend(device):
     torch.testing.assert_close(logits, eager_logits)
     loss.backward()
     assert all(p.grad is not None for p in tri.parameters())
+
+
+def test_autocast_bf16_matches_torch_backend(device):
+    """Under autocast the custom ops see the dtypes autocast would give F.linear / layer_norm."""
+    ref, tri = _pair()
+    ref.to(device)
+    tri.to(device)
+    tri.backend = "triton"
+    idx = torch.randint(0, 97, (2, 16), device=device)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        lr, loss_r = ref(idx, idx)
+        lt, loss_t = tri(idx, idx)
+    assert lt.dtype == lr.dtype
+    # bf16 everywhere: both sides round differently; compare at bf16 resolution.
+    torch.testing.assert_close(lt.float(), lr.float(), atol=5e-2, rtol=5e-2)
+    assert abs(loss_t.item() - loss_r.item()) < 2e-2
+    loss_t.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in tri.parameters())
