@@ -14,11 +14,13 @@ PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.tritongpt-installed
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: demo test install assets lint clean help
+.PHONY: demo test install assets lint clean help inspect baseline
 
 help:
 	@echo "make demo   - environment report, model, real text, forward pass and loss"
-	@echo "make test   - lint + the test suite (kernels on the Triton interpreter without a GPU)"
+	@echo "make test   - lint + the test suite (kernels on the Triton interpreter without a GPU) + the speed gate"
+	@echo "make inspect  - compile-only report of every kernel variant for sm_80/sm_89/sm_90a + traffic"
+	@echo "make baseline - rewrite bench/baselines/triton-<version>.json from the current kernels"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -41,6 +43,14 @@ lint: install
 
 test: assets lint
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -p no:cacheprovider
+	$(VENV)/bin/tritongpt inspect --quick --targets sm_80,sm_90a --traffic --check --quiet
+
+# Every variant on every target, with the traffic table: what the committed baseline records.
+inspect: install
+	$(VENV)/bin/tritongpt inspect --traffic --check
+
+baseline: install
+	$(VENV)/bin/tritongpt inspect --traffic --write-baseline
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -30,3 +30,18 @@ def test_failed_dir_write_keeps_old_dir(tmp_path):
         raise RuntimeError("interrupted")
     assert (d / "x").read_text() == "1"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        f = atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("1")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
