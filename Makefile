@@ -14,7 +14,7 @@ PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.tritongpt-installed
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: demo test install assets lint clean help inspect baseline
+.PHONY: demo test test-slow install assets lint clean help inspect baseline
 
 help:
 	@echo "make demo   - environment report, model, real text, forward pass and loss"
@@ -42,8 +42,12 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 test: assets lint
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -p no:cacheprovider
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -p no:cacheprovider -m "not slow"
 	$(VENV)/bin/tritongpt inspect --quick --targets sm_80,sm_90a --traffic --check --quiet
+
+# The slow tests too: every kernel variant compiled for sm_80 and sm_90a (minutes, cached).
+test-slow: install
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -p no:cacheprovider -m slow
 
 # Every variant on every target, with the traffic table: what the committed baseline records.
 inspect: install

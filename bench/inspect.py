@@ -127,7 +127,7 @@ def _compile_task(name: str, cc: int) -> dict[str, Any]:
         "spill_instructions": s.spill_instructions, "shared_bytes": s.shared_bytes,
         "smem_limit": ARCH[cc]["smem_per_block"], "fits": s.fits,
         "sass_instructions": s.sass_instructions, "mma_instructions": s.mma_instructions,
-        "expect_mma": bool(v.expect_mma), **occ,
+        "expect_mma": bool(v.expect_mma), "source": _source_key(v.fn)[:16], **occ,
     }
 
 
@@ -284,3 +284,25 @@ def check_pairs(pairs: list, source: str, *, jobs: int = 2) -> list[Finding]:
     if len(records) != len(pairs):
         raise RuntimeError(f"compiled {len(records)} of {len(pairs)} (variant, target) pairs")
     return check_absolute(records)
+
+
+def baseline_coverage(variants: list, baseline: dict[str, Any], targets: Iterable[str]) -> list[Finding]:
+    """Every shipped (variant, target) has a baseline record compiled from the current kernel
+    source with the same config, and that record passes the absolute rules. Lets CI prove the
+    whole shipped set without recompiling it: a stale or missing record is a finding."""
+    out = []
+    records = baseline.get("records", {})
+    ccs = {TARGETS[t] for t in targets}
+    for v in variants:
+        src = _source_key(v.fn)[:16]
+        for cc in sorted(ccs & set(v.archs)):
+            key = f"{v.name}@{ARCH[cc]['name']}"
+            r = records.get(key)
+            if r is None:
+                out.append(Finding(key, "baseline", "no baseline record (run `make baseline`)"))
+            elif r.get("source") != src or (r["num_warps"], r["num_stages"]) != (v.num_warps, v.num_stages):
+                out.append(Finding(key, "baseline", "record is from another kernel source or config "
+                                                    "(run `make baseline`)"))
+    shipped = {f"{v.name}@{ARCH[cc]['name']}" for v in variants for cc in ccs & set(v.archs)}
+    out += [f for f in check_absolute([records[k] for k in shipped if k in records])]
+    return out

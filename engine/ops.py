@@ -75,11 +75,11 @@ def layer_norm(
     """Returns ``(LN(h), h)`` with ``h = x + residual`` (or ``x`` when residual is None)."""
     if backend == "triton":
         k = _kernels()
-        # Autocast runs layer_norm in fp32; the residual stream keeps its (fp32) dtype.
-        if residual is not None and x.dtype != residual.dtype:
+        # Autocast runs layer_norm in fp32 (inputs and parameters), like F.layer_norm under it.
+        if _autocast_dtype(x) is not None:
+            x, weight, bias, residual = _cast(torch.float32, x, weight, bias, residual)
+        elif residual is not None and x.dtype != residual.dtype:
             x = x.to(residual.dtype)
-        if _autocast_dtype(x) is not None and x.dtype != torch.float32:
-            x = x.float()
         if residual is None:
             return k.layer_norm(x, weight, bias, eps), x
         return k.layer_norm(x, weight, bias, eps, residual=residual)

@@ -22,8 +22,10 @@ import numpy as np
 
 
 def interpreter_enabled() -> bool:
-    """True when Triton kernels run on the CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton kernels run on the CPU interpreter (``TRITON_INTERPRET`` set true, parsed
+    as Triton parses it). Read at call time; kernels themselves are decorated at import, so set
+    the variable before importing ``tritongpt.kernels``."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
 def _bf16_bits_to_fp32(bits: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ that names the argument and what was expected, never an out-of-bounds access in 
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Sequence
 
 import torch
@@ -60,3 +62,32 @@ def check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> 
         raise TypeError(f"{name}: dtype {t.dtype} does not match {ref_name} dtype {ref.dtype}")
     if t.device != ref.device:
         raise ValueError(f"{name}: device {t.device} does not match {ref_name} device {ref.device}")
+
+
+def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make ``t``'s GPU the current one for the launch: Triton launches on the current device, so
+    a tensor on cuda:1 with cuda:0 current would otherwise be read from the wrong GPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def check_int32_span(name: str, t: torch.Tensor) -> None:
+    """Kernels that index within a tensor with int32 offsets: its furthest element must be below
+    2**31 (otherwise a kernel would read or write out of bounds)."""
+    span = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True) if n > 0)
+    if span >= 2**31:
+        raise ValueError(f"{name}: spans {span + 1} elements; this kernel indexes with 32-bit offsets "
+                         "(at most 2**31 - 1): split the batch")
+
+
+def check_float(name: str, value: object, *, positive: bool = False) -> float:
+    """A finite Python/numpy real scalar (not bool), returned as float."""
+    if isinstance(value, bool) or not isinstance(value, int | float) and not hasattr(value, "__float__"):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    if isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a Python number, got a tensor")
+    v = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {v}")
+    if positive and not v > 0:
+        raise ValueError(f"{name}: expected a positive number, got {v}")
+    return v

@@ -36,14 +36,13 @@ Scope and limits:
 - Not yet timed on a GPU: the num_warps / backward-grid heuristics are reasoned, not measured.
 """
 
-import math
 
 import torch
 import triton
 import triton.language as tl
 
 from ._interpreter import interpreter_enabled
-from ._validate import check_device, check_tensor
+from ._validate import check_device, check_float, check_tensor, device_guard
 from ._variants import KernelVariant
 
 # Forward: largest row kept whole in registers. 16384 (16 warps, 128 registers/thread cap) spilled
@@ -436,16 +435,17 @@ def _layer_norm_fwd(
     looped, block, warps = _fwd_config(n)
     ptrs = (x2, r2, weight if weight is not None else x2, bias if bias is not None else x2, y2, h2, mean, rstd)
     flags = dict(HAS_RESIDUAL=residual is not None, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None)
-    if looped:
-        _ln_fwd_looped_kernel[(m,)](
-            *ptrs, _row_stride(x2), _row_stride(r2), n, n, n, eps, **flags, BLOCK_N=block, num_warps=warps,
-        )  # fmt: skip
-    else:
-        rows = _rows_per_program(m, warps, x.device)
-        _ln_fwd_kernel[(triton.cdiv(m, rows),)](
-            *ptrs, _row_stride(x2), _row_stride(r2), n, n, m, n, eps, **flags, BLOCK_N=block,
-            ROWS_PER_PROG=rows, num_warps=warps,
-        )  # fmt: skip
+    with device_guard(x):
+        if looped:
+            _ln_fwd_looped_kernel[(m,)](
+                *ptrs, _row_stride(x2), _row_stride(r2), n, n, n, eps, **flags, BLOCK_N=block, num_warps=warps,
+            )  # fmt: skip
+        else:
+            rows = _rows_per_program(m, warps, x.device)
+            _ln_fwd_kernel[(triton.cdiv(m, rows),)](
+                *ptrs, _row_stride(x2), _row_stride(r2), n, n, m, n, eps, **flags, BLOCK_N=block,
+                ROWS_PER_PROG=rows, num_warps=warps,
+            )  # fmt: skip
     return y, h, mean, rstd
 
 
@@ -460,8 +460,8 @@ def _(x, weight, bias, residual, eps):
 @torch.library.custom_op(
     "tritongpt::layer_norm_bwd",
     mutates_args=(),
-    schema="(Tensor dy, Tensor? dh, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, Tensor rstd)"
-    " -> (Tensor, Tensor, Tensor)",
+    schema="(Tensor dy, Tensor? dh, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, Tensor rstd,"
+    " bool need_dweight=True, bool need_dbias=True) -> (Tensor, Tensor, Tensor)",
 )
 def _layer_norm_bwd(
     dy: torch.Tensor,
@@ -471,53 +471,58 @@ def _layer_norm_bwd(
     bias: torch.Tensor | None,
     mean: torch.Tensor,
     rstd: torch.Tensor,
+    need_dweight: bool = True,
+    need_dbias: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (dx, dweight, dbias); x is the normalised input (h when a residual was fused).
 
-    dweight / dbias are empty when weight / bias is None.
+    dweight / dbias are empty when weight / bias is None or their gradient is not needed (then
+    their partial sums are neither computed nor written).
     """
+    need_dweight = need_dweight and weight is not None
+    need_dbias = need_dbias and bias is not None
     n = x.shape[-1]
     x2 = _as_rows(x, n)
     dy2 = _as_rows(dy, n)
     m = x2.shape[0]
     dx = _empty(x.shape, dtype=x.dtype, device=x.device)
-    if m == 0:  # no rows: zero parameter grads (empty when the parameter is None)
+    if m == 0:  # no rows: zero parameter grads (empty when the parameter is None or not needed)
         return dx, *(
-            x.new_zeros(p.shape if p is not None else (0,), dtype=(p if p is not None else x).dtype)
-            for p in (weight, bias)
+            x.new_zeros(p.shape if need else (0,), dtype=(p if p is not None else x).dtype)
+            for p, need in ((weight, need_dweight), (bias, need_dbias))
         )
     dh2 = _as_rows(dh, n) if dh is not None else dy2
     dx2 = dx.view(-1, n)
     looped, block, warps = _bwd_config(n)
     grid = _bwd_grid(m, warps, x.device)
     rows_per_prog = triton.cdiv(m, grid)
-    dw_part = _empty((grid, n), dtype=torch.float32, device=x.device) if weight is not None else mean
-    db_part = _empty((grid, n), dtype=torch.float32, device=x.device) if bias is not None else mean
+    dw_part = _empty((grid, n), dtype=torch.float32, device=x.device) if need_dweight else mean
+    db_part = _empty((grid, n), dtype=torch.float32, device=x.device) if need_dbias else mean
     common = dict(
-        HAS_DRES=dh is not None, HAS_WEIGHT=weight is not None, COMPUTE_DW=weight is not None,
-        COMPUTE_DB=bias is not None, BLOCK_N=block, num_warps=warps,
+        HAS_DRES=dh is not None, HAS_WEIGHT=weight is not None, COMPUTE_DW=need_dweight,
+        COMPUTE_DB=need_dbias, BLOCK_N=block, num_warps=warps,
     )  # fmt: skip
     strides = (_row_stride(dy2), _row_stride(dh2), _row_stride(x2), n, m, n, rows_per_prog)
     w_arg = weight if weight is not None else x2
-    if looped:
-        proj = _empty((m, 2), dtype=torch.float32, device=x.device)
-        _ln_bwd_looped_kernel[(grid,)](
-            dy2, dh2, x2, w_arg, mean, rstd, proj, dx2, dw_part, db_part, *strides, **common
-        )
-    else:
-        _ln_bwd_kernel[(grid,)](dy2, dh2, x2, w_arg, mean, rstd, dx2, dw_part, db_part, *strides, **common)
-    dw_out = dw_part.sum(0).to(weight.dtype) if weight is not None else x.new_empty(0)
-    db_out = db_part.sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)
+    with device_guard(x):
+        if looped:
+            proj = _empty((m, 2), dtype=torch.float32, device=x.device)
+            _ln_bwd_looped_kernel[(grid,)](
+                dy2, dh2, x2, w_arg, mean, rstd, proj, dx2, dw_part, db_part, *strides, **common
+            )
+        else:
+            _ln_bwd_kernel[(grid,)](dy2, dh2, x2, w_arg, mean, rstd, dx2, dw_part, db_part, *strides, **common)
+        dw_out = dw_part.sum(0).to(weight.dtype) if need_dweight else x.new_empty(0)
+        db_out = db_part.sum(0).to(bias.dtype) if need_dbias else x.new_empty(0)
     return dx, dw_out, db_out
 
 
 @_layer_norm_bwd.register_fake
-def _(dy, dh, x, weight, bias, mean, rstd):
+def _(dy, dh, x, weight, bias, mean, rstd, need_dweight=True, need_dbias=True):
     n = x.shape[-1]
-    dw = x.new_empty(
-        (n,) if weight is not None else (0,), dtype=weight.dtype if weight is not None else x.dtype
-    )
-    db = x.new_empty((n,) if bias is not None else (0,), dtype=bias.dtype if bias is not None else x.dtype)
+    need_dw, need_db = need_dweight and weight is not None, need_dbias and bias is not None
+    dw = x.new_empty((n,) if need_dw else (0,), dtype=weight.dtype if weight is not None else x.dtype)
+    db = x.new_empty((n,) if need_db else (0,), dtype=bias.dtype if bias is not None else x.dtype)
     return x.new_empty(x.shape), dw, db
 
 
@@ -533,11 +538,12 @@ def _backward(ctx, dy, dh, _dmean, _drstd):
     if dy is None:
         dy = torch.zeros_like(xh)
     dh = dh if ctx.has_residual else None
-    dx, dw, db = torch.ops.tritongpt.layer_norm_bwd(dy, dh, xh, weight, bias, mean, rstd)
+    need_dw, need_db = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    dx, dw, db = torch.ops.tritongpt.layer_norm_bwd(dy, dh, xh, weight, bias, mean, rstd, need_dw, need_db)
     return (
         dx,
-        dw if weight is not None else None,
-        db if bias is not None else None,
+        dw if weight is not None and need_dw else None,
+        db if bias is not None and need_db else None,
         dx if ctx.has_residual else None,
         None,
     )
@@ -593,10 +599,10 @@ def layer_norm(
         check_device("residual", residual)
         if residual.device != x.device:
             raise ValueError(f"residual: device {residual.device} does not match x device {x.device}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"eps: expected a float, got {type(eps).__name__}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps: expected a finite value > 0, got {eps}")
+    if not isinstance(eps, torch.SymFloat):  # symbolic under torch.compile(dynamic=True): no value to check
+        eps = check_float("eps", eps, positive=True)
+        if eps < 1.2e-38:  # below fp32's smallest normal the kernel would see 0 (or a denormal)
+            raise ValueError(f"eps: {eps} is below fp32's range; use at least 1.2e-38")
     y, h, _mean, _rstd = torch.ops.tritongpt.layer_norm_fwd(x, weight, bias, residual, float(eps))
     return y if residual is None else (y, h)
 

@@ -7,6 +7,10 @@ import torch
 
 from tritongpt.engine import GPT, GPTConfig
 
+# On a GPU the fused linear kernels run fp32 through TF32 tensor cores (~1e-3 relative), the torch
+# reference does not: tolerances there are wider. Under the interpreter both are exact fp32.
+TF32 = torch.cuda.is_available()
+
 
 def _pair(**kw) -> tuple[GPT, GPT]:
     torch.manual_seed(0)
@@ -32,12 +36,14 @@ def test_logits_loss_and_gradients_match(device, T):
     tgt = torch.randint(0, 97, (2, T), device=device)
     lr, loss_r = ref(idx, tgt)
     lt, loss_t = tri(idx, tgt)
-    torch.testing.assert_close(lt, lr, atol=2e-4, rtol=1e-4)
-    torch.testing.assert_close(loss_t, loss_r, atol=1e-5, rtol=1e-5)
+    tol = dict(atol=5e-3, rtol=5e-3) if TF32 else dict(atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(lt, lr, **tol)
+    torch.testing.assert_close(loss_t, loss_r, **(tol if TF32 else dict(atol=1e-5, rtol=1e-5)))
     loss_r.backward()
     loss_t.backward()
     for (name, pr), (_, pt) in zip(ref.named_parameters(), tri.named_parameters(), strict=True):
-        torch.testing.assert_close(pt.grad, pr.grad, atol=2e-4, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}")
+        gtol = dict(atol=5e-3, rtol=2e-2) if TF32 else dict(atol=2e-4, rtol=1e-3)
+        torch.testing.assert_close(pt.grad, pr.grad, **gtol, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_short_training_run_decreases_loss_the_same_way(device):
@@ -67,7 +73,7 @@ def test_short_training_run_decreases_loss_the_same_way(device):
     r, t = curves
     assert r[-1] < r[0] - 0.2, r  # the loss falls (8 steps, tiny model)
     for a, b in zip(r, t, strict=True):
-        assert abs(a - b) < 2e-3, (r, t)
+        assert abs(a - b) < (2e-2 if TF32 else 2e-3), (r, t)
 
 
 def test_torch_compile_fullgraph_with_triton_backend(device):
@@ -99,3 +105,16 @@ def test_autocast_bf16_matches_torch_backend(device):
     assert abs(loss_t.item() - loss_r.item()) < 2e-2
     loss_t.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in tri.parameters())
+
+
+def test_bf16_model_under_autocast(device):
+    """A bf16 model under autocast: LayerNorm runs in fp32 on both backends (its parameters too)."""
+    ref, tri = _pair()
+    ref.to(device, torch.bfloat16)
+    tri.to(device, torch.bfloat16)
+    tri.backend = "triton"
+    idx = torch.randint(0, 97, (2, 8), device=device)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        _, loss_r = ref(idx, idx)
+        _, loss_t = tri(idx, idx)
+    assert abs(loss_t.item() - loss_r.item()) < 3e-2
