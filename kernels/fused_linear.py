@@ -13,8 +13,11 @@ prologue of the dx and dW GEMMs and fuses db into the dW GEMM; see that module f
 
 Scope: x (..., K) with unit stride on its last dim (other strides passed through; no copy unless
 the leading dims cannot be flattened to a view); W (N, K) in nn.Linear layout with any strides;
-bias (N,) or None; residual (..., N). fp16, bf16 and fp32, all inputs the same dtype. fp32 runs on
-TF32 tensor cores on GPUs (``tl.dot``'s default): ~1e-3 relative error, like
+bias (N,) or None; residual (..., N); M and N may be 0. Offsets along a GEMM's reduction dim are
+32-bit inside a tile (rows and output columns are 64-bit): an operand whose stride there is 2**24 or
+more is copied contiguous first, ValueError if even that does not fit (a dim of 2**24 elements).
+Kernels launch on the inputs' GPU whatever the current device. fp16, bf16 and fp32, all inputs the
+same dtype. fp32 runs on TF32 tensor cores on GPUs (``tl.dot``'s default): ~1e-3 relative error, like
 ``torch.backends.cuda.matmul.allow_tf32 = True``; the interpreter computes exact fp32.
 Differences from PyTorch: GELU is applied to the fp32 accumulator (PyTorch rounds z to the
 storage dtype first), so fp16/bf16 outputs are slightly more accurate; the saved gelu'(z) is
@@ -24,12 +27,14 @@ device (shared memory, and spill-free on sm_80/sm_90a); under the interpreter on
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from ._interpreter import interpreter_enabled
-from ._validate import check_same, check_tensor
+from ._validate import check_same, check_tensor, device_guard
 from ._variants import KernelVariant
 from .fused_linear_bwd import (
     BWD_CONFIGS,
@@ -40,6 +45,7 @@ from .fused_linear_bwd import (
     _linear_bwd_dw_kernel,
     _linear_bwd_dx_kernel,
     autotune_configs,
+    fit_reduction_stride,
     fused_linear_bwd,
     m_bucket,
     make_prune,
@@ -133,6 +139,9 @@ def _fused_linear_fwd_launch(
     """Host launcher on 2-D operands: returns (y, g); g is None unless store_gelu_grad."""
     M, K = x.shape
     N = weight.shape[0]
+    # The GEMM steps along K with 32-bit in-tile offsets (rows and output columns are int64).
+    x = fit_reduction_stride("x", x, 1)
+    weight = fit_reduction_stride("weight", weight, 1)
     y = torch.empty((M, N), dtype=x.dtype, device=x.device)
     g = torch.empty((M, N), dtype=x.dtype, device=x.device) if store_gelu_grad else None
     if M == 0 or N == 0:
@@ -144,20 +153,22 @@ def _fused_linear_fwd_launch(
             weight.stride(1), r.stride(0), r.stride(1), y.stride(0), y.stride(1))
     flags = dict(HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, GELU=gelu,
                  STORE_GELU_GRAD=store_gelu_grad)
-    if interpreter_enabled():
-        blocks = dict(zip(_FWD_NAMES, INTERPRET_CONFIG[:4], strict=True))
-        grid = (triton.cdiv(M, blocks["BLOCK_M"]) * triton.cdiv(N, blocks["BLOCK_N"]),)
-        _fused_linear_fwd_kernel[grid](*args, **flags, **blocks, EVEN_K=K % blocks["BLOCK_K"] == 0,
-                                       num_warps=4, num_stages=1)
-    else:
-        _fwd_tuned[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)](
-            *args, **flags)
+    with device_guard(x):  # Triton launches on the current device: make it x's
+        if interpreter_enabled():
+            blocks = dict(zip(_FWD_NAMES, INTERPRET_CONFIG[:4], strict=True))
+            grid = (triton.cdiv(M, blocks["BLOCK_M"]) * triton.cdiv(N, blocks["BLOCK_N"]),)
+            _fused_linear_fwd_kernel[grid](*args, **flags, **blocks, EVEN_K=K % blocks["BLOCK_K"] == 0,
+                                           num_warps=4, num_stages=1)
+        else:
+            _fwd_tuned[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)](
+                *args, **flags)
     return y, g
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    """(..., C) -> (M, C); a view whenever the leading dims allow it."""
-    return t.reshape(-1, t.shape[-1])
+    """(..., C) -> (M, C); a view whenever the leading dims allow it. M is explicit rather than -1,
+    which reshape cannot infer when C == 0."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 # ----------------------------------------------------------------------------- custom ops
@@ -203,15 +214,16 @@ _BWD_SCHEMA = "(Tensor dy, Tensor x, Tensor weight, {gate}bool need_dx, bool nee
 def _bwd(dy, x, weight, gate, need_dx, need_dw, need_db):
     g2 = _rows(gate) if gate is not None else None
     dx, dw, db = fused_linear_bwd(_rows(dy), _rows(x), weight, g2, need_dx, need_dw, need_db)
-    empty = dy.new_empty((0,))
-    return (dx.view(x.shape) if dx is not None else empty, dw if dw is not None else empty,
-            db if db is not None else empty)
+    # Custom ops cannot return None, and no two outputs may be the same tensor (torch rejects
+    # aliasing returns): a fresh empty tensor for each gradient that was not asked for.
+    return (dx.view(x.shape) if dx is not None else dy.new_empty((0,)),
+            dw if dw is not None else dy.new_empty((0,)), db if db is not None else dy.new_empty((0,)))
 
 
 def _bwd_fake(dy, x, weight, need_dx, need_dw, need_db):
-    empty = dy.new_empty((0,))
-    return (x.new_empty(x.shape) if need_dx else empty, weight.new_empty(weight.shape) if need_dw else empty,
-            weight.new_empty((weight.shape[0],)) if need_db else empty)
+    return (x.new_empty(x.shape) if need_dx else dy.new_empty((0,)),
+            weight.new_empty(weight.shape) if need_dw else dy.new_empty((0,)),
+            weight.new_empty((weight.shape[0],)) if need_db else dy.new_empty((0,)))
 
 
 @torch.library.custom_op("tritongpt::linear_bwd", mutates_args=(), schema=_BWD_SCHEMA.format(gate=""))
@@ -245,8 +257,11 @@ def _linear_setup(ctx, inputs, output):
 def _linear_backward(ctx, dy):
     x, weight = ctx.saved_tensors
     need = ctx.needs_input_grad
-    dx, dw, db = _linear_bwd_op(dy, x, weight, need[0], need[1], ctx.has_bias and need[2])
-    return (dx if need[0] else None, dw if need[1] else None, db if ctx.has_bias and need[2] else None,
+    need_db = ctx.has_bias and need[2]
+    dx = dw = db = None
+    if need[0] or need[1] or need_db:  # only the residual needs a gradient: no GEMM at all
+        dx, dw, db = _linear_bwd_op(dy, x, weight, need[0], need[1], need_db)
+    return (dx if need[0] else None, dw if need[1] else None, db if need_db else None,
             dy if ctx.has_residual and need[3] else None)  # d(residual) = dy: no copy
 
 
@@ -264,8 +279,11 @@ def _gelu_linear_backward(ctx, dy, _dg):
                            "tritongpt.kernels.gelu_linear, which decides that from requires_grad")
     x, weight, gate = ctx.saved_tensors
     need = ctx.needs_input_grad
-    dx, dw, db = _gelu_linear_bwd_op(dy, x, weight, gate, need[0], need[1], ctx.has_bias and need[2])
-    return (dx if need[0] else None, dw if need[1] else None, db if ctx.has_bias and need[2] else None, None)
+    need_db = ctx.has_bias and need[2]
+    if not (need[0] or need[1] or need_db):
+        return None, None, None, None
+    dx, dw, db = _gelu_linear_bwd_op(dy, x, weight, gate, need[0], need[1], need_db)
+    return (dx if need[0] else None, dw if need[1] else None, db if need_db else None, None)
 
 
 torch.library.register_autograd("tritongpt::linear_fwd", _linear_backward, setup_context=_linear_setup)

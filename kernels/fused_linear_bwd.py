@@ -23,6 +23,7 @@ deterministic split-M with a second reduction pass would fill the GPU better.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -31,6 +32,7 @@ import triton
 import triton.language as tl
 
 from ._interpreter import interpreter_enabled
+from ._validate import device_guard
 
 
 class TileConfig(NamedTuple):
@@ -66,6 +68,31 @@ CONFIGS: tuple[TileConfig, ...] = (
 BWD_CONFIGS: tuple[TileConfig, ...] = tuple(c for c in CONFIGS if c.b0 >= 64)
 # Under the interpreter every tl op runs in numpy: one small tile, no autotuning.
 INTERPRET_CONFIG = TileConfig(32, 32, 32, 4, 4, 1, ())
+
+# Offsets inside a tile along the GEMM's reduction dim are int32 (``tl.arange(0, BLOCK) * stride``
+# and the per-step pointer increment ``BLOCK * stride``); output rows/cols use int64, so tensors may
+# span more than 2**31 elements, but a reduction-dim stride must keep BLOCK * stride below 2**31.
+MAX_TILE = max(max(c[:3]) for c in (*CONFIGS, INTERPRET_CONFIG))
+MAX_REDUCTION_STRIDE = 2**31 // MAX_TILE  # exclusive bound (2**24 with 128-wide tiles)
+
+
+def fit_reduction_stride(name: str, t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``t`` if a kernel can step along its ``dim`` (a GEMM reduction dim) with 32-bit offsets,
+    else a contiguous copy if that fits; ValueError naming ``name`` if not even that does.
+
+    Same bound on every device (the largest tile), so the CPU interpreter rejects what a GPU would.
+    A size-1 dim is never stepped through: its stride does not matter.
+    """
+    if t.shape[dim] <= 1 or t.stride(dim) < MAX_REDUCTION_STRIDE:
+        return t
+    contiguous_stride = math.prod(t.shape[dim + 1:])
+    if contiguous_stride >= MAX_REDUCTION_STRIDE:  # checked before copying anything
+        raise ValueError(
+            f"{name}: shape {tuple(t.shape)} needs stride {contiguous_stride} along dim {dim} even when "
+            f"contiguous; this kernel steps along that dim with 32-bit offsets, so the stride must be "
+            f"below {MAX_REDUCTION_STRIDE}")
+    return t.contiguous()
+
 
 SMEM_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 
@@ -266,10 +293,25 @@ def fused_linear_bwd(
     need_dw: bool,
     need_db: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Launch the dx and dW(+db) GEMMs on 2-D operands; returns (dx, dW, db), None where not needed."""
+    """Launch the dx and dW(+db) GEMMs on 2-D operands; returns (dx, dW, db), None where not needed.
+
+    Operands whose strides along a reduction dim are too large for the kernels' 32-bit in-tile
+    offsets are copied contiguous first (dy comes from autograd, the caller cannot choose it);
+    ValueError naming the operand when even a contiguous copy does not fit. Launches on dy's GPU.
+    """
     M, N = dy.shape
     K = x.shape[1]
     has_gate = gate is not None
+    # The dx GEMM reduces over N (dy, gate, weight rows), the dW GEMM over M (dy, gate, x rows).
+    dims = ((1,) if need_dx else ()) + ((0,) if need_dw or need_db else ())
+    for d in dims:
+        dy = fit_reduction_stride("dy", dy, d)
+        if has_gate:
+            gate = fit_reduction_stride("gelu_grad", gate, d)
+    if need_dx:
+        weight = fit_reduction_stride("weight", weight, 0)
+    if need_dw or need_db:
+        x = fit_reduction_stride("x", x, 0)
     g = gate if has_gate else dy  # dummy pointer, never read
     dx = dw = db = None
     interp = interpreter_enabled()
@@ -278,29 +320,31 @@ def fused_linear_bwd(
         if M > 0 and K > 0:
             args = (dy, g, weight, dx, M, N, K, m_bucket(M), dy.stride(0), dy.stride(1), g.stride(0),
                     g.stride(1), weight.stride(0), weight.stride(1), dx.stride(0), dx.stride(1))
-            if interp:
-                blocks = _interp_blocks(_DX_NAMES)
-                grid = (triton.cdiv(M, blocks["BLOCK_M"]) * triton.cdiv(K, blocks["BLOCK_K"]),)
-                _linear_bwd_dx_kernel[grid](*args, HAS_GATE=has_gate, EVEN_N=N % blocks["BLOCK_N"] == 0,
-                                            **blocks, num_warps=4, num_stages=1)
-            else:
-                _dx_tuned[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_K"]),)](
-                    *args, HAS_GATE=has_gate)
+            with device_guard(dy):
+                if interp:
+                    blocks = _interp_blocks(_DX_NAMES)
+                    grid = (triton.cdiv(M, blocks["BLOCK_M"]) * triton.cdiv(K, blocks["BLOCK_K"]),)
+                    _linear_bwd_dx_kernel[grid](*args, HAS_GATE=has_gate, EVEN_N=N % blocks["BLOCK_N"] == 0,
+                                                **blocks, num_warps=4, num_stages=1)
+                else:
+                    _dx_tuned[lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(K, meta["BLOCK_K"]),)](
+                        *args, HAS_GATE=has_gate)
     if need_dw or need_db:
         dw = torch.empty((N, K), dtype=weight.dtype, device=weight.device)
         db = torch.empty((N,), dtype=weight.dtype, device=weight.device) if need_db else dw
         if N > 0 and K > 0:  # K == 0 is rejected by the public functions
             args = (dy, g, x, dw, db, M, N, K, m_bucket(M), dy.stride(0), dy.stride(1), g.stride(0),
                     g.stride(1), x.stride(0), x.stride(1), dw.stride(0), dw.stride(1))
-            if interp:
-                blocks = _interp_blocks(_DW_NAMES)
-                grid = (triton.cdiv(N, blocks["BLOCK_N"]) * triton.cdiv(K, blocks["BLOCK_K"]),)
-                _linear_bwd_dw_kernel[grid](*args, HAS_GATE=has_gate, HAS_BIAS=need_db,
-                                            EVEN_M=M % blocks["BLOCK_M"] == 0, **blocks, num_warps=4,
-                                            num_stages=1)
-            else:
-                _dw_tuned[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]) * triton.cdiv(K, meta["BLOCK_K"]),)](
-                    *args, HAS_GATE=has_gate, HAS_BIAS=need_db)
+            with device_guard(dy):
+                if interp:
+                    blocks = _interp_blocks(_DW_NAMES)
+                    grid = (triton.cdiv(N, blocks["BLOCK_N"]) * triton.cdiv(K, blocks["BLOCK_K"]),)
+                    _linear_bwd_dw_kernel[grid](*args, HAS_GATE=has_gate, HAS_BIAS=need_db,
+                                                EVEN_M=M % blocks["BLOCK_M"] == 0, **blocks, num_warps=4,
+                                                num_stages=1)
+                else:
+                    _dw_tuned[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]) * triton.cdiv(K, meta["BLOCK_K"]),)](
+                        *args, HAS_GATE=has_gate, HAS_BIAS=need_db)
         if not need_db:
             db = None
         if not need_dw:

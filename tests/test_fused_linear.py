@@ -8,6 +8,7 @@ TF32 matmuls for fp32 on CUDA, which is what tl.dot uses there) plus a small ato
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tritongpt.kernels import fused_linear as fl
+from tritongpt.kernels import fused_linear_bwd as flb
 from tritongpt.kernels._interpreter import interpreter_enabled
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -156,6 +158,69 @@ def test_gelu_extremes(device):
     assert torch.isfinite(x.grad).all() and torch.isfinite(w.grad).all()
 
 
+def _subsets(names: str) -> list[str]:
+    return ["".join(c) for n in range(len(names) + 1) for c in itertools.combinations(names, n)]
+
+
+# Every combination of which inputs require grad (x w b r: x, weight, bias, residual), with and
+# without a bias: frozen weights, frozen inputs, bias-only, residual-only, nothing at all. Each
+# gradient not asked for used to come back from the backward op as one shared empty tensor, which
+# torch rejects as aliasing outputs whenever two of dx, dW, db were not needed.
+GRAD_CASES = ([("linear", True, s) for s in _subsets("xwbr")]
+              + [("linear", False, s) for s in _subsets("xwr")]
+              + [("gelu", True, s) for s in _subsets("xwb")] + [("gelu", False, s) for s in _subsets("xw")])
+
+
+@pytest.mark.parametrize("op,bias,grads", GRAD_CASES, ids=[f"{o}-{'b' if b else 'nob'}-{g or 'none'}"
+                                                           for o, b, g in GRAD_CASES])
+def test_requires_grad_subsets(op, bias, grads, device, monkeypatch):
+    gelu = op == "gelu"
+    x, w, b, r = (t.detach() if t is not None else None
+                  for t in _inputs(5, 16, 8, torch.float32, device, bias=bias, residual=not gelu))
+    for name, t in zip("xwbr", (x, w, b, r), strict=True):
+        if t is not None:
+            t.requires_grad_(name in grads)
+    launches = []
+    for attr in ("_linear_bwd_op", "_gelu_linear_bwd_op"):
+        real = getattr(fl, attr)
+        monkeypatch.setattr(fl, attr, lambda *a, _real=real: launches.append(a[-3:]) or _real(*a))
+    _check(gelu, x, w, b, r)
+    need_op = bool(set(grads) & {"x", "w"}) or (bias and "b" in grads)
+    assert len(launches) == need_op, launches  # residual alone: d(residual) = dy, no backward op
+    if need_op:
+        assert launches[0] == ("x" in grads, "w" in grads, bias and "b" in grads)
+
+
+def test_residual_only_grad_is_dy(device):
+    x, w, b, r = (t.detach() for t in _inputs(6, 16, 8, torch.float16, device, residual=True))
+    r.requires_grad_()
+    dy = torch.randn(6, 8, dtype=torch.float16, device=device)
+    fl.linear(x, w, b, r).backward(dy)
+    assert torch.equal(r.grad, dy)
+
+
+@pytest.mark.parametrize("M,N", [(0, 8), (5, 0), (0, 0)])
+@pytest.mark.parametrize("gelu", [True, False], ids=["gelu", "linear"])
+def test_empty_dims(M, N, gelu, device):
+    # Empty outputs: forward returns (2, M, N); backward gives dx = 0 (M, K), dW = 0 (N, K),
+    # db = 0 (N,) and d(residual) = dy. N == 0 used to fail in reshape(-1, 0).
+    K = 16
+    x, w, b, r = _inputs(M, K, N, torch.float16, device, residual=not gelu, lead=(2,))
+    with torch.no_grad():
+        for t in (x, w, b):
+            t.fill_(float("nan"))  # results must not depend on the (empty) products' inputs
+    y = fl.gelu_linear(x, w, b) if gelu else fl.linear(x, w, b, r)
+    assert y.shape == (2, M, N) and y.dtype == torch.float16
+    dy = torch.randn(2, M, N, dtype=torch.float16, device=device)
+    y.backward(dy)
+    for t, shape in ((x, (2, M, K)), (w, (N, K)), (b, (N,))):
+        assert t.grad.shape == shape and (t.grad == 0).all()
+    if not gelu:
+        assert torch.equal(r.grad, dy)
+    with torch.no_grad():
+        assert (fl.gelu_linear(x, w, b) if gelu else fl.linear(x, w, b, r)).shape == (2, M, N)
+
+
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(
     M=st.integers(1, 70), K=st.integers(1, 72), N=st.integers(1, 70),
@@ -196,9 +261,13 @@ def test_inference_does_not_write_gelu_grad(device, monkeypatch):
     assert g.numel() == 0
 
 
-def test_torch_compile_fullgraph(device):
+@pytest.mark.parametrize("frozen", [False, True], ids=["train", "frozen-weights"])
+def test_torch_compile_fullgraph(frozen, device):
     x, w, b, r = _inputs(12, 40, 24, torch.float16, device, residual=True)
     w2 = (torch.randn(24, 24, device=device) / 5).half().requires_grad_()
+    if frozen:  # only x and the residual need grads: the backward ops' fake impls return empties
+        for t in (w, b, w2):
+            t.requires_grad_(False)
 
     def mlp(x, w, b, w2, r):
         return fl.linear(fl.gelu_linear(x, w, b), w2, None, r)
@@ -212,7 +281,8 @@ def test_torch_compile_fullgraph(device):
         torch.testing.assert_close(g, e, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("op", ["linear_fwd", "gelu_linear_fwd", "linear_bwd", "gelu_linear_bwd"])
+@pytest.mark.parametrize("op", ["linear_fwd", "gelu_linear_fwd", "linear_bwd", "gelu_linear_bwd", "linear_bwd_dx",
+                                "gelu_linear_bwd_dw"])
 def test_opcheck(op, device):
     x, w, b, r = (t.detach() for t in _inputs(5, 16, 16, torch.float32, device, residual=True))
     dy = torch.randn(5, 16, device=device)
@@ -221,11 +291,15 @@ def test_opcheck(op, device):
         "gelu_linear_fwd": (x.requires_grad_(), w, b.requires_grad_(), True),
         "linear_bwd": (dy, x, w, True, True, True),
         "gelu_linear_bwd": (dy, x, w, torch.rand(5, 16, device=device), True, False, True),
+        # Two gradients not needed: two empty outputs, which must be distinct tensors.
+        "linear_bwd_dx": (dy, x, w, True, False, False),
+        "gelu_linear_bwd_dw": (dy, x, w, torch.rand(5, 16, device=device), False, True, False),
     }[op]
     # The backward ops have no autograd of their own (no double backward): skip the aot/autograd checks.
-    utils = ("test_schema", "test_faketensor") if op.endswith("bwd") else (
+    name = op.removesuffix("_dx").removesuffix("_dw")
+    utils = ("test_schema", "test_faketensor") if name.endswith("bwd") else (
         "test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
-    torch.library.opcheck(getattr(torch.ops.tritongpt, op).default, args, test_utils=utils)
+    torch.library.opcheck(getattr(torch.ops.tritongpt, name).default, args, test_utils=utils)
 
 
 # ------------------------------------------------------------------ validation
@@ -253,10 +327,13 @@ def _bad_cases(device):
         ("x last stride", ValueError, "x", lambda: (torch.randn(8, 4, device=device).t(), w, b, None)),
         ("residual last stride", ValueError, "residual", lambda: (x, w, b, torch.randn(6, 4, device=device).t())),
         ("wrong device", ValueError, "weight", lambda: (x, w.to("meta"), b, None)),
+        ("x on another device", ValueError, "x", lambda: (x.to("meta"), w, b, None)),
+        ("bias on another device", ValueError, "bias", lambda: (x, w, b.to("meta"), None)),
+        ("residual on another device", ValueError, "residual", lambda: (x, w, b, r.to("meta"))),
     ]
 
 
-@pytest.mark.parametrize("case", range(16))
+@pytest.mark.parametrize("case", range(len(_bad_cases("cpu"))), ids=[c[0] for c in _bad_cases("cpu")])
 def test_bad_inputs(case, device):
     name, exc, arg, make = _bad_cases(device)[case]
     x, w, b, r = make()
@@ -265,6 +342,123 @@ def test_bad_inputs(case, device):
     if r is None:
         with pytest.raises(exc, match=arg):
             fl.gelu_linear(x, w, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: CPU and another device")
+def test_cpu_cuda_mismatch():
+    x, w = torch.randn(4, 8, device="cuda"), torch.randn(6, 8, device="cuda")
+    for args, arg in (((x.cpu(), w), "x"), ((x, w.cpu()), "weight"), ((x, w, w[:, 0].cpu()), "bias")):
+        with pytest.raises(ValueError, match=arg):
+            fl.linear(*args)
+
+
+# ------------------------------------------------------------------ devices, 32-bit offsets
+
+
+class _LaunchSpy:
+    """Stands in for a kernel (jit or autotuned): records, per launch, how many device guards are open."""
+
+    def __init__(self, real, log, depth):
+        self.real, self.log, self.depth = real, log, depth
+
+    def __getitem__(self, grid):
+        launch = self.real[grid]
+
+        def run(*args, **kwargs):
+            self.log.append(("launch", self.depth[0]))
+            return launch(*args, **kwargs)
+
+        return run
+
+
+def test_launches_inside_device_guard(device, monkeypatch):
+    # Triton launches on the current device: every launch must run under device_guard(input),
+    # or a model on cuda:1 would be computed on cuda:0's current stream with cuda:1 pointers.
+    log, depth = [], [0]
+    real_guard = fl.device_guard
+
+    @contextlib.contextmanager
+    def guard(t):
+        log.append(("guard", t.device))
+        depth[0] += 1
+        try:
+            with real_guard(t):
+                yield
+        finally:
+            depth[0] -= 1
+
+    for mod in (fl, flb):
+        monkeypatch.setattr(mod, "device_guard", guard)
+    for mod, names in ((fl, ("_fused_linear_fwd_kernel", "_fwd_tuned")),
+                       (flb, ("_linear_bwd_dx_kernel", "_linear_bwd_dw_kernel", "_dx_tuned", "_dw_tuned"))):
+        for name in names:
+            monkeypatch.setattr(mod, name, _LaunchSpy(getattr(mod, name), log, depth))
+    x, w, b, r = _inputs(9, 16, 8, torch.float16, device, residual=True)
+    fl.linear(x, w, b, r).sum().backward()
+    fl.gelu_linear(x, w, b).sum().backward()
+    launches = [e for e in log if e[0] == "launch"]
+    assert len(launches) == 6 and all(d >= 1 for _, d in launches), log
+    assert {e[1] for e in log if e[0] == "guard"} == {x.device}
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("gelu", [True, False], ids=["gelu", "linear"])
+def test_second_gpu(gelu):
+    with torch.cuda.device(0):
+        x, w, b, r = _inputs(33, 64, 48, torch.float16, "cuda:1", residual=not gelu)
+        _check(gelu, x, w, b, r)
+
+
+def test_reduction_stride_limit():
+    # In-tile offsets along the reduction dim are int32: BLOCK (<= 128) * stride must stay < 2**31.
+    limit = flb.MAX_REDUCTION_STRIDE
+    assert limit * flb.MAX_TILE <= 2**31 and flb.MAX_TILE >= max(max(c[:3]) for c in fl.CONFIGS)
+    base = torch.empty(2 * limit + 4, device="meta")
+    ok = base.as_strided((3, 4), (limit - 1, 1))
+    assert flb.fit_reduction_stride("t", ok, 0) is ok
+    wide = base.as_strided((3, 2), (1, limit))  # a huge stride along dim 1: copied contiguous
+    assert flb.fit_reduction_stride("t", wide, 0) is wide
+    fixed = flb.fit_reduction_stride("t", wide, 1)
+    assert fixed.is_contiguous() and fixed.shape == wide.shape
+    single = base.as_strided((1, 2), (2 * limit, 1))  # a size-1 dim is never stepped through
+    assert flb.fit_reduction_stride("t", single, 0) is single
+
+
+@pytest.mark.parametrize("bad", ["dy", "gelu_grad", "weight", "x"])
+def test_bwd_rejects_rows_too_long_for_int32_offsets(bad):
+    # Validation only (meta tensors: nothing is allocated or launched). A row of 2**24 elements
+    # makes even the contiguous layout's row stride too large for the int32 in-tile offsets.
+    M, N, K = 4, 8, 16
+    if bad in ("dy", "gelu_grad"):
+        N = flb.MAX_REDUCTION_STRIDE
+    else:
+        K = flb.MAX_REDUCTION_STRIDE
+    dy = torch.empty(M, N, device="meta")
+    if bad == "gelu_grad":
+        dy = torch.empty(1, N, device="meta").expand(M, N)  # row stride 0: fine
+    gate = torch.empty(M, N, device="meta")
+    x, w = torch.empty(M, K, device="meta"), torch.empty(N, K, device="meta")
+    need_dx, need_dw = bad != "x", bad != "weight"  # x's rows matter to dW only, weight's to dx only
+    with pytest.raises(ValueError, match=f"^{bad}: .*32-bit offsets"):
+        flb.fused_linear_bwd(dy, x, w, gate, need_dx, need_dw, False)
+
+
+@pytest.mark.parametrize("gelu", [True, False], ids=["gelu", "linear"])
+def test_huge_stride_views_are_copied(gelu, device):
+    # as_strided views with a stride of 2**24 along the reduction dim (forward: weight's K dim; dW:
+    # x's rows; dx: weight's rows) run on contiguous copies and give the right answer.
+    big = flb.MAX_REDUCTION_STRIDE
+    M, K, N = 3, 2, 5
+    xs = torch.empty(big * (M - 1) + K, dtype=torch.float16, device=device)
+    x = xs.as_strided((M, K), (big, 1))
+    x.copy_(torch.randn(M, K))
+    ws = torch.empty(big * (K - 1) + N, dtype=torch.float16, device=device)
+    w = ws.as_strided((N, K), (1, big))
+    w.copy_(torch.randn(N, K) / K**0.5)
+    x.requires_grad_()
+    w.requires_grad_()
+    b = torch.randn(N, dtype=torch.float16, device=device).requires_grad_()
+    _check(gelu, x, w, b)
 
 
 def test_empty_rows(device):
