@@ -99,6 +99,10 @@ def _use_interpreter_without_gpu() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # Triton 3.9 warns when this is unset; 1 keeps the behaviour every earlier Triton had.
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["inspect"] and "--traffic" in argv:
         # Traffic is counted on the interpreter even where a GPU exists (set before kernels import).

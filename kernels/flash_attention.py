@@ -15,22 +15,32 @@ Scope:
 - ``causal`` aligns the mask to the end: query i sees keys j <= Tk - Tq + i, so a prefill of
   Tq new tokens over a KV cache of Tk - Tq old ones works; it requires Tq <= Tk. Non-causal
   accepts any Tq, Tk.
-- The causal key loop has two stages: blocks that every row of the query block sees (no mask
-  work at all), then the diagonal / ragged-tail blocks with the mask. ``EVEN_M``/``EVEN_D``
-  heuristics drop the bounds masks on loads and stores for aligned shapes.
+- The key loop has two stages: blocks that every row of the query block sees (no mask work at
+  all), then the diagonal / ragged-tail blocks with the mask, which sets scores of keys past Tk
+  to -inf (so a row's tail never adds exp(0 - m) terms, however small its LSE). Rows past Tq are
+  computed on zero queries and never stored. ``EVEN_M``/``EVEN_D`` heuristics drop the bounds
+  masks on loads and stores for aligned shapes.
+- Grid: one axis of B*H*ceil(Tq/BLOCK_M) programs, (batch, head) major, so B*H is not held to
+  CUDA's 65535 limit on the other grid axes.
 
-Block sizes: on a GPU each kernel autotunes over a short config list pruned to the device's
-architecture (sm_80 or sm_90a table; other parts use the sm_80 one), the head dim and the dtype,
-keyed on (power-of-two buckets of Tq and Tk, D, causal, dtypes) so a new T rarely re-tunes. Every shipped entry compiles spill-free for sm_80 and sm_90a (``variants()``, checked by
-tests/test_attention.py). Under the interpreter one fixed config runs (autotuning there is far too slow).
+Block sizes: on a GPU each kernel autotunes over a short config list pruned to the architecture of
+the tensors' device (sm_80 or sm_90a table; other parts use the sm_80 one), the head dim, the dtype,
+causality and raggedness, keyed on (power-of-two buckets of Tq and Tk, D, causal, dtypes) so a new T
+rarely re-tunes. Every shipped form (causal and non-causal, even and ragged) compiles spill-free for
+sm_80 and sm_90a, within 245 registers on Triton 3.9 (``variants()``, checked by
+tests/test_attention.py). Under the interpreter one fixed config runs (autotuning there is far too
+slow). Launches run under ``device_guard(q)``, so tensors on a non-current GPU work.
 
 Limits and differences from the reference:
 - fp32 inputs: every ``tl.dot`` pins ``input_precision="ieee"`` so fp32 is exact on GPUs too
   (no tf32; no tensor cores, so fp32 is a correctness path, not a fast path). fp16/bf16 use
   tensor cores with fp32 accumulation.
 - D > 128 raises ValueError (no config for it is checked spill-free). No dropout, no GQA, no
-  attention bias. Offsets inside one (batch, head) slice are int32 (rows * row stride must stay
-  below 2**31 elements); batch/head offsets are int64.
+  attention bias. Offsets inside one (batch, head) slice are int32: (T-1)*stride_t + (D-1)*stride_d
+  of q, k, v (and dO) and T*D of the outputs must stay below 2**31 elements, checked before
+  launch (ValueError naming the argument); batch/head offsets are int64.
+- sm_scale must be positive and finite, with sm_scale * log2(e) finite in fp32 (checked by the
+  launcher too: under torch.compile a traced scale is only known at run time).
 - The returned LSE is not differentiable (its gradient is ignored).
 """
 
@@ -43,18 +53,23 @@ import triton
 import triton.language as tl
 
 from ._interpreter import interpreter_enabled
-from ._validate import check_same, check_tensor
+from ._validate import check_same, check_tensor, device_guard
 from ._variants import KernelVariant
 from .flash_attention_bwd import (
     _LOG2E,
     AUTOTUNE_KEY,
+    INT32_MAX,
     TunedConfig,
     _alloc,
     attention_bwd_launch,
     bwd_variants,
+    check_offsets,
+    check_scale,
     pick_configs,
+    slice_extent,
     tune_bucket,
     variant_choices,
+    variant_suffix,
 )
 
 MAX_HEAD_DIM = 128
@@ -90,8 +105,9 @@ def _fwd_inner(
                 keep = keep & (cols[None, :] <= offs_m[:, None] + OFF)
             s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        if MASKED:
-            # A row with nothing visible so far keeps m = -inf; avoid (-inf) - (-inf) = nan.
+        if MASKED and CAUSAL:
+            # A row with nothing visible so far keeps m = -inf; avoid (-inf) - (-inf) = nan. (Not
+            # needed without the causal mask: the tail block holds at least one key < TK.)
             m_new = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
@@ -126,8 +142,10 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)  # (batch * head, query block), query block minor
+    num_m = (TQ + BLOCK_M - 1) // BLOCK_M
+    pid_m = pid % num_m
+    pid_bh = (pid // num_m).to(tl.int64)
     b = pid_bh // H
     h = pid_bh % H
     Q += b * stride_qb + h * stride_qh
@@ -180,16 +198,20 @@ def _attn_fwd_kernel(
 
 
 # Forward configs (BLOCK_M, BLOCK_N, warps, stages) with the largest BLOCK_D each is shipped for, per
-# target; every entry compiles for sm_80 and sm_90a without spills (tests/test_attention.py). Known
-# spills, hence left out: 128x64/8 warps at D=128 on sm_80, 128x128 at D=128 anywhere and at D=64 on
-# sm_80, 128x64/4 warps at D>=64. fp32 (IEEE dots on FMA units) only gets the small tiles at the end.
+# target and form; every shipped form compiles for sm_80 and sm_90a without spills and, on Triton 3.9,
+# within 245 registers (headroom: other Triton versions allocate differently) (tests/test_attention.py).
+# Left out: 128x64 at D=128 (spills on sm_80, 254 registers on sm_90a), 128x128 causal (255 at D=64),
+# 64x64/4 warps on sm_80 (250-255 at D=64; non-causal D=128 spills 184 B), 128x32 at D=128 (spills on
+# sm_80, 254 on sm_90a), 64x32/4 warps at D=128 on sm_80 (246; non-causal ragged spills 24 B), masked
+# (ragged) 128x64 on sm_80 (254). fp32 (IEEE dots on FMA units) only gets the small tiles at the end.
 _FWD_CONFIGS: list[TunedConfig] = [
-    TunedConfig(128, 64, 8, 3, max_d={80: 64, 90: 128}, ragged_max_d={80: 64, 90: 64}),
-    TunedConfig(128, 128, 8, 3, max_d={90: 64}),
-    TunedConfig(64, 64, 4, 3, max_d={80: 128, 90: 128}, ragged_max_d={80: 64, 90: 128}),
-    TunedConfig(128, 32, 8, 2, max_d={80: 128, 90: 128}),
-    TunedConfig(64, 32, 4, 2, max_d={80: 128, 90: 128}),
-    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}),
+    TunedConfig(128, 64, 8, 3, max_d={80: 64, 90: 64}, ragged_max_d={90: 64}),
+    TunedConfig(128, 128, 8, 3, full_max_d={90: 64}, full_ragged_max_d={90: 64}),
+    TunedConfig(64, 64, 4, 3, max_d={90: 128}),
+    TunedConfig(64, 32, 8, 2, max_d={80: 128, 90: 128}),
+    TunedConfig(128, 32, 8, 2, max_d={80: 64, 90: 64}, min_d={80: 64}),  # ragged D=32: 128 regs + 8 B stack
+    TunedConfig(64, 32, 4, 2, max_d={80: 64, 90: 128}),
+    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={80: 64}),  # nc D=32: 96 regs + 16 B stack
     TunedConfig(16, 16, 4, 2, fp32_max_d={80: 128, 90: 128}),
 ]
 _FWD_INTERPRET = TunedConfig(64, 32, 4, 1)  # under the interpreter: one config, BM != BN on purpose
@@ -214,6 +236,8 @@ def attention_fwd_launch(
     """Launch the forward kernel on validated inputs; returns (out, lse). ``config`` forces blocks."""
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
+    check_offsets(q=q, k=k, v=v)
+    sm_scale = check_scale(sm_scale)
     out = _alloc((B, H, Tq, D), q.dtype, q.device)
     lse = _alloc((B, H, Tq), torch.float32, q.device)
     if out.numel() == 0:
@@ -223,12 +247,12 @@ def attention_fwd_launch(
     meta = {"CAUSAL": causal, "BLOCK_D": _block_d(D)}
     if config is None and interpreter_enabled():
         config = _FWD_INTERPRET
-    if config is None:
-        grid = lambda m: (triton.cdiv(Tq, m["BLOCK_M"]), B * H)
-        _attn_fwd_tuned[grid](*args, **meta)
-    else:
-        grid = (triton.cdiv(Tq, config.block_m), B * H)
-        _attn_fwd_kernel[grid](*args, **meta, **config.kwargs())
+    with device_guard(q):  # Triton launches on the current GPU: make it the tensors' one
+        if config is None:
+            _attn_fwd_tuned[lambda m: (B * H * triton.cdiv(Tq, m["BLOCK_M"]),)](*args, **meta)
+        else:
+            grid = (B * H * triton.cdiv(Tq, config.block_m),)
+            _attn_fwd_kernel[grid](*args, **meta, **config.kwargs())
     return out, lse
 
 
@@ -248,14 +272,18 @@ def _(q, k, v, causal, sm_scale):
 @torch.library.custom_op("tritongpt::attention_bwd", mutates_args=())
 def _attention_bwd_op(
     do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
-    lse: torch.Tensor, causal: bool, sm_scale: float,
+    lse: torch.Tensor, causal: bool, sm_scale: float, compute_dq: bool, compute_dkdv: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return attention_bwd_launch(do, q, k, v, o, lse, causal, sm_scale)
+    """(dq, dk, dv); a gradient not asked for (``compute_*`` False) is an empty (0,) tensor."""
+    return attention_bwd_launch(do, q, k, v, o, lse, causal, sm_scale,
+                                compute_dq=compute_dq, compute_dkdv=compute_dkdv)
 
 
 @_attention_bwd_op.register_fake
-def _(do, q, k, v, o, lse, causal, sm_scale):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+def _(do, q, k, v, o, lse, causal, sm_scale, compute_dq, compute_dkdv):
+    # Distinct tensors even when empty: a custom op's outputs may not alias each other.
+    return (q.new_empty(q.shape if compute_dq else (0,)), k.new_empty(k.shape if compute_dkdv else (0,)),
+            v.new_empty(v.shape if compute_dkdv else (0,)))
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -269,16 +297,37 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, d_out, d_lse):
     q, k, v, out, lse = ctx.saved_tensors
+    need_q, need_k, need_v = ctx.needs_input_grad[:3]
+    if not (need_q or need_k or need_v):
+        return None, None, None, None, None
     if d_out is None:
         d_out = torch.zeros_like(out)
-    dq, dk, dv = _attention_bwd_op(d_out, q, k, v, out, lse, ctx.causal, ctx.sm_scale)
-    return dq, dk, dv, None, None
+    elif slice_extent(d_out) > INT32_MAX:  # e.g. a broadcast dO with a huge stride: the kernels need int32
+        d_out = d_out.contiguous()
+    dq, dk, dv = _attention_bwd_op(d_out, q, k, v, out, lse, ctx.causal, ctx.sm_scale,
+                                   need_q, need_k or need_v)
+    return dq if need_q else None, dk if need_k else None, dv if need_v else None, None, None
 
 
 _attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _validate(q: object, k: object, v: object, causal: object, sm_scale: object) -> None:
+def _as_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"):  # numpy.bool_
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool (True or False), got {type(value).__name__}")
+
+
+def _validate(q: object, k: object, v: object, causal: object, sm_scale: object) -> tuple[bool, float]:
+    """Check the public arguments (before anything runs); returns (causal, sm_scale) normalised."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    for name, t in (("k", k), ("v", v)):  # first, so a device mix-up is reported as such
+        if t.device != q.device:
+            raise ValueError(f"{name}: device {t.device} does not match q device {q.device}")
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, t, ndim=4)
     check_same("k", k, "q", q)
@@ -294,15 +343,18 @@ def _validate(q: object, k: object, v: object, causal: object, sm_scale: object)
         raise ValueError(f"q: head dim D must be in [1, {MAX_HEAD_DIM}], got {D}")
     if k.shape[2] < 1:
         raise ValueError(f"k: expected at least one key (Tk >= 1), got shape {tuple(k.shape)}")
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal: expected a bool, got {type(causal).__name__}")
+    causal = _as_bool("causal", causal)
     if causal and Tq > k.shape[2]:
         raise ValueError(f"causal attention needs Tq <= Tk (end-aligned mask), got Tq={Tq}, Tk={k.shape[2]}")
-    if sm_scale is not None:
-        if isinstance(sm_scale, bool) or not isinstance(sm_scale, (int, float)):
-            raise TypeError(f"sm_scale: expected a float or None, got {type(sm_scale).__name__}")
-        if not math.isfinite(sm_scale):
-            raise ValueError(f"sm_scale: expected a finite number, got {sm_scale}")
+    check_offsets(q=q, k=k, v=v)
+    if sm_scale is None:
+        return causal, 1.0 / math.sqrt(D)
+    if isinstance(sm_scale, torch.SymInt | torch.SymFloat) or (
+            torch.compiler.is_compiling() and isinstance(sm_scale, int | float) and not isinstance(sm_scale, bool)):
+        # Traced by torch.compile(dynamic=True), a number may be symbolic (Dynamo shows it as a plain
+        # float): testing its value would break the graph. The launcher checks the concrete value.
+        return causal, sm_scale if isinstance(sm_scale, float) else torch.sym_float(sm_scale)
+    return causal, check_scale(sm_scale)
 
 
 def attention(
@@ -311,11 +363,10 @@ def attention(
     """softmax(q @ k^T * sm_scale + mask) @ v for q (B, H, Tq, D), k/v (B, H, Tk, D).
 
     ``causal`` masks with the end-aligned convention (query i sees keys j <= Tk - Tq + i);
-    ``sm_scale`` defaults to 1/sqrt(D). Returns a contiguous (B, H, Tq, D) tensor in q's dtype;
-    differentiable in q, k, v.
+    ``sm_scale`` (a positive real, numpy scalars accepted) defaults to 1/sqrt(D). Returns a
+    contiguous (B, H, Tq, D) tensor in q's dtype; differentiable in q, k, v.
     """
-    _validate(q, k, v, causal, sm_scale)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
+    causal, scale = _validate(q, k, v, causal, sm_scale)
     out, _ = _attention_fwd_op(q, k, v, causal, scale)
     return out
 
@@ -325,20 +376,21 @@ def _signature(ptrs: str, ints: str, ptr: str) -> dict[str, str]:
 
 
 def fwd_variants() -> list[KernelVariant]:
-    """Every shipped forward config x representative head dim / dtype / evenness (see variant_choices)."""
+    """Every shipped forward config x representative head dim / dtype / evenness / causality (see
+    variant_choices)."""
     out = []
-    for cfg, d, dtype, even, archs in variant_choices(_FWD_CONFIGS):
+    for cfg, d, dtype, even, causal, archs in variant_choices(_FWD_CONFIGS):
         sig = _signature("Q K V O", "stride_qb stride_qh stride_qm stride_kb stride_kh stride_kn "
                          "stride_vb stride_vh stride_vn stride_ob stride_oh stride_om H TQ TK D", "*" + dtype)
         sig.update(LSE="*fp32", qk_scale="fp32", TQ_BUCKET="i32", TK_BUCKET="i32")
-        consts = dict(stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1, CAUSAL=True,
+        consts = dict(stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1, CAUSAL=causal,
                       BLOCK_D=d, EVEN_M=even, EVEN_D=even, **cfg.kwargs())
         out.append(KernelVariant(
             name=f"attention_fwd[D={d},BM={cfg.block_m},BN={cfg.block_n},w={cfg.num_warps},"
-                 f"s={cfg.num_stages},{dtype}{'' if even else ',ragged'}]",
+                 f"s={cfg.num_stages},{variant_suffix(dtype, even, causal)}]",
             fn=_attn_fwd_kernel, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
             num_stages=cfg.num_stages, archs=archs, expect_mma=dtype != "fp32",
-            tags={"kernel": "fwd", "D": d, "dtype": dtype, "even": even},
+            tags={"kernel": "fwd", "D": d, "dtype": dtype, "even": even, "causal": causal},
         ))
     return out
 

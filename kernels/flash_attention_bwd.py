@@ -8,9 +8,16 @@ Deterministic, no atomics; three kernels:
    (P^T = exp2(K Q^T * scale*log2(e) - lse*log2(e))) so no large tile is transposed.
 3. dQ: each program owns BLOCK_M queries and loops over the key blocks they see, unmasked
    blocks first, then the diagonal/tail blocks with the mask.
-Rows and keys past the end are loaded as zeros; with q = dO = 0 and k = 0 their contributions
-vanish exactly, so the bounds only need load/store masks, never compute masks (the causal mask
-still does). Gradients are returned contiguous in the input dtypes.
+Rows and keys past the end are loaded as zeros, but zero inputs do not make their probabilities
+vanish: a key past Tk has score 0, so p = exp(-lse), which overflows to inf for a row whose LSE is
+below about -88 (and inf * 0 = NaN in the next product). So probabilities past the end are zeroed
+explicitly: rows past Tq load lse = +inf (p = exp2(s - inf) = 0, for free), and keys past Tk are
+masked in the stage that can meet them (dQ's ragged tail stage; dK/dV's ragged key block for
+non-causal; for causal the causal mask already hides them from every real row). Gradients are
+returned contiguous in the input dtypes.
+
+Grid: one axis, (batch * head) major and sequence block minor, so B*H is not held to CUDA's
+65535 limit of the other axes (the same launch order as a (blocks, B*H) grid).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import triton
 import triton.language as tl
 
 from ._interpreter import interpreter_enabled
+from ._validate import check_float, device_guard
 from ._variants import KernelVariant
 
 _LOG2E = 1.4426950408889634
@@ -33,7 +41,12 @@ class TunedConfig:
     for with fp16/bf16 inputs, ``fp32_max_d`` likewise for fp32 inputs (IEEE dots run on FMA units
     and hold far more operands in registers, so only small tiles stay spill-free). ``ragged_max_d``
     (default: ``max_d``) applies to fp16/bf16 when the shape needs masked loads (T not a multiple of
-    the tile, or D below BLOCK_D): the masks cost registers, and some big tiles spill only then."""
+    the tile, or D below BLOCK_D): the masks cost registers, and some big tiles spill only then.
+    These tables are for causal attention; non-causal code compiles differently (loop bounds, the
+    tail mask), so ``full_max_d``, ``full_ragged_max_d`` and ``full_fp32_max_d`` override them for
+    non-causal (None: same as causal). ``min_d`` (per target, default 16) is the smallest BLOCK_D shipped
+    in any form: spills are not monotonic in D (ptxas caps some small-D 8-warp kernels at 128 registers
+    and spills rather than lose occupancy)."""
 
     block_m: int
     block_n: int
@@ -42,6 +55,10 @@ class TunedConfig:
     max_d: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
     fp32_max_d: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
     ragged_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
+    full_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
+    full_ragged_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
+    full_fp32_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
+    min_d: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
 
     def kwargs(self) -> dict[str, int]:
         return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n}
@@ -49,11 +66,17 @@ class TunedConfig:
     def config(self) -> triton.Config:
         return triton.Config(self.kwargs(), num_warps=self.num_warps, num_stages=self.num_stages)
 
-    def archs_for(self, block_d: int, fp32: bool = False, ragged: bool = False) -> tuple[int, ...]:
-        table = self.fp32_max_d if fp32 else self.max_d
-        if ragged and not fp32 and self.ragged_max_d is not None:
-            table = self.ragged_max_d
-        return tuple(cc for cc, top in sorted(table.items()) if block_d <= top)
+    def archs_for(self, block_d: int, fp32: bool = False, ragged: bool = False,
+                  causal: bool = True) -> tuple[int, ...]:
+        if fp32:
+            table = self.fp32_max_d if causal or self.full_fp32_max_d is None else self.full_fp32_max_d
+        elif ragged:
+            table = self.ragged_max_d if self.ragged_max_d is not None else self.max_d
+            if not causal and self.full_ragged_max_d is not None:
+                table = self.full_ragged_max_d
+        else:
+            table = self.max_d if causal or self.full_max_d is None else self.full_max_d
+        return tuple(cc for cc, top in sorted(table.items()) if self.min_d.get(cc, 16) <= block_d <= top)
 
 
 def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -61,10 +84,11 @@ def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _arch() -> int:
+def _arch(device: torch.device | None = None) -> int:
     # Tables are checked for sm_80 and sm_90a. Other parts use the sm_80 table: on those with less
     # shared memory (sm_86/89: 99 KB) the autotuner skips a config that fails with OutOfResources.
-    return 90 if torch.cuda.get_device_capability()[0] == 9 else 80
+    # The tensors' GPU, not the current one: they differ on a multi-GPU host.
+    return 90 if torch.cuda.get_device_capability(device)[0] == 9 else 80
 
 
 def tune_bucket(t: int) -> int:
@@ -72,14 +96,61 @@ def tune_bucket(t: int) -> int:
     return triton.next_power_of_2(t) + (t % 128 != 0)
 
 
+INT32_MAX = 2**31 - 1
+MIN_BLOCK = 16  # the smallest sequence tile of any shipped config (grid size bound below)
+
+
+def slice_extent(t: torch.Tensor) -> int:
+    """Largest offset, in elements, inside one (batch, head) slice of a (B, H, T, D) tensor: what
+    the kernels index with int32 ((T - 1) * stride_t + (D - 1) * stride_d; batch and head offsets
+    are int64)."""
+    n, d = t.shape[2], t.shape[3]
+    if n == 0 or d == 0:
+        return 0
+    return (n - 1) * abs(t.stride(2)) + (d - 1) * abs(t.stride(3))
+
+
+_FP32_MAX = 3.4028234663852886e38
+
+
+def check_scale(sm_scale: object) -> float:
+    """sm_scale: a positive finite real (numpy scalars too) whose sm_scale * log2(e), the factor the
+    kernels apply in fp32, is finite there too."""
+    scale = check_float("sm_scale", sm_scale, positive=True)
+    if scale * _LOG2E > _FP32_MAX:
+        raise ValueError(f"sm_scale: {scale:g} is too large: the kernels scale scores by sm_scale * log2(e) "
+                         f"in fp32, which must be finite (sm_scale at most {_FP32_MAX / _LOG2E:.4g})")
+    return scale
+
+
+def check_offsets(**tensors: torch.Tensor) -> None:
+    """Every (B, H, T, D) argument, the fresh contiguous outputs of its shape and the 1-D grid must
+    be indexable with int32: ValueError naming the argument otherwise (before anything launches)."""
+    for name, t in tensors.items():
+        extent = slice_extent(t)
+        if extent > INT32_MAX:
+            raise ValueError(
+                f"{name}: one (batch, head) slice spans {extent + 1} elements (strides {tuple(t.stride())}); "
+                f"the attention kernels index within a slice with 32-bit offsets (at most 2**31): "
+                f"pass {name}.contiguous() or a shorter sequence")
+        B, H, n, d = t.shape
+        if n * d > INT32_MAX + 1:
+            raise ValueError(f"{name}: a (T, D) = ({n}, {d}) slice has more than 2**31 elements; the attention "
+                             "kernels index within a slice with 32-bit offsets: use a shorter sequence")
+        if B * H * triton.cdiv(n, MIN_BLOCK) > INT32_MAX:
+            raise ValueError(f"{name}: B * H * ceil(T / {MIN_BLOCK}) = {B * H * triton.cdiv(n, MIN_BLOCK)} "
+                             "programs exceed the 2**31 - 1 grid limit: split the batch")
+
+
 def pick_configs(tuned: list[TunedConfig], nargs: dict, kw: dict) -> list[triton.Config]:
-    """Autotune prune: keep the configs shipped for this GPU's architecture, BLOCK_D, dtype and shape."""
-    arch, block_d = _arch(), kw["BLOCK_D"]
+    """Autotune prune: keep the configs shipped for this GPU's architecture, BLOCK_D, dtype, causality
+    and shape."""
+    arch, block_d, causal = _arch(nargs["Q"].device), kw["BLOCK_D"], bool(kw["CAUSAL"])
     fp32 = nargs["Q"].dtype == torch.float32
     # Ragged unless every tile divides T: judged at 128 (the largest tile) so that all shapes sharing
     # an autotune key (see tune_bucket) prune alike and a cached choice never meets a spilling form.
     ragged = nargs["D"] != block_d or nargs["TQ"] % 128 != 0 or nargs["TK"] % 128 != 0
-    keep = [t.config() for t in tuned if arch in t.archs_for(block_d, fp32, ragged)]
+    keep = [t.config() for t in tuned if arch in t.archs_for(block_d, fp32, ragged, causal)]
     return keep or [tuned[-1].config()]  # not reached: the tables cover every D <= 128 and dtype
 
 
@@ -93,8 +164,10 @@ def _bwd_preprocess_kernel(
     H, TQ, D,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)  # (batch * head, row block), row block minor
+    num_m = (TQ + BLOCK_M - 1) // BLOCK_M
+    pid_m = pid % num_m
+    pid_bh = (pid // num_m).to(tl.int64)
     b = pid_bh // H
     h = pid_bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -113,8 +186,9 @@ def _dkdv_inner(
     Q, DO, LSE, DELTA,  # base pointers of this (batch, head)
     stride_qm, stride_qd, stride_dom, stride_dod,
     offs_n, offs_m, offs_d,
-    lo, hi, TQ, D, OFF, qk_scale,
-    BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
+    lo, hi, TQ, TK, D, OFF, qk_scale,
+    BLOCK_M: tl.constexpr, MASKED: tl.constexpr, MASK_KEYS: tl.constexpr,
+    EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m
@@ -131,12 +205,15 @@ def _dkdv_inner(
             lse = tl.load(LSE + rows)
             delta = tl.load(DELTA + rows)
         else:
-            lse = tl.load(LSE + rows, mask=rows < TQ, other=0.0)
+            # lse = +inf past the end: p = exp2(s - inf) = 0 for those rows whatever s is.
+            lse = tl.load(LSE + rows, mask=rows < TQ, other=float("inf"))
             delta = tl.load(DELTA + rows, mask=rows < TQ, other=0.0)
         s_t = tl.dot(k, tl.trans(q), input_precision="ieee")  # (BLOCK_N, BLOCK_M)
         p_t = tl.exp2(s_t * qk_scale - (lse * 1.4426950408889634)[None, :])
-        if MASKED:
+        if MASKED:  # causal diagonal (it hides keys past TK from every real row too)
             p_t = tl.where(rows[None, :] + OFF >= offs_n[:, None], p_t, 0.0)
+        if MASK_KEYS:  # non-causal ragged key block: zero keys past TK (their k = 0, p = exp(-lse))
+            p_t = tl.where(offs_n[:, None] < TK, p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision="ieee")
         dp_t = tl.dot(v, tl.trans(do), input_precision="ieee")
         ds_t = p_t * (dp_t - delta[None, :])
@@ -172,8 +249,10 @@ def _attn_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)  # (batch * head, key block), key block minor
+    num_n = (TK + BLOCK_N - 1) // BLOCK_N
+    pid_n = pid % num_n
+    pid_bh = (pid // num_n).to(tl.int64)
     b = pid_bh // H
     h = pid_bh % H
     Q += b * stride_qb + h * stride_qh
@@ -215,13 +294,16 @@ def _attn_bwd_dkdv_kernel(
         if mid > TQ:
             mid = TQ
         dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
-                             offs_n, offs_m, offs_d, lo, mid, TQ, D, OFF, qk_scale,
-                             BLOCK_M, True, EVEN_M, EVEN_D)
+                             offs_n, offs_m, offs_d, lo, mid, TQ, TK, D, OFF, qk_scale,
+                             BLOCK_M, True, False, EVEN_M, EVEN_D)
+        # Rows >= mid see every key of the block, and mid = TQ when the block reaches past TK.
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
+                             offs_n, offs_m, offs_d, mid, TQ, TQ, TK, D, OFF, qk_scale,
+                             BLOCK_M, False, False, EVEN_M, EVEN_D)
     else:
-        mid = 0
-    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
-                         offs_n, offs_m, offs_d, mid, TQ, TQ, D, OFF, qk_scale,
-                         BLOCK_M, False, EVEN_M, EVEN_D)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
+                             offs_n, offs_m, offs_d, 0, TQ, TQ, TK, D, OFF, qk_scale,
+                             BLOCK_M, False, not EVEN_N, EVEN_M, EVEN_D)
 
     dk = dk * sm_scale
     out_offs = offs_n[:, None] * D + offs_d[None, :]
@@ -259,8 +341,14 @@ def _dq_inner(
             v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision="ieee")  # (BLOCK_M, BLOCK_N)
         p = tl.exp2(s * qk_scale - lse2[:, None])
-        if MASKED and CAUSAL:
-            p = tl.where(cols[None, :] <= offs_m[:, None] + OFF, p, 0.0)
+        if MASKED:
+            # Zero keys past TK: their k = 0 gives p = exp(-lse), inf for lse < ~-88, and
+            # inf * (dp - delta) * 0 = NaN in dq. The causal mask implies cols < TK for real rows
+            # (rows past TQ have lse = +inf, so p = 0 there already).
+            if CAUSAL:
+                p = tl.where(cols[None, :] <= offs_m[:, None] + OFF, p, 0.0)
+            else:
+                p = tl.where(cols[None, :] < TK, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision="ieee")
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
@@ -293,8 +381,10 @@ def _attn_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)  # (batch * head, row block), row block minor
+    num_m = (TQ + BLOCK_M - 1) // BLOCK_M
+    pid_m = pid % num_m
+    pid_bh = (pid // num_m).to(tl.int64)
     b = pid_bh // H
     h = pid_bh % H
     Q += b * stride_qb + h * stride_qh
@@ -322,7 +412,8 @@ def _attn_bwd_dq_kernel(
         lse2 = tl.load(LSE + offs_m) * 1.4426950408889634
         delta = tl.load(DELTA + offs_m)
     else:
-        lse2 = tl.load(LSE + offs_m, mask=offs_m < TQ, other=0.0) * 1.4426950408889634
+        # lse = +inf past the end: p = 0 for those rows (see the module docstring).
+        lse2 = tl.load(LSE + offs_m, mask=offs_m < TQ, other=float("inf")) * 1.4426950408889634
         delta = tl.load(DELTA + offs_m, mask=offs_m < TQ, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
@@ -349,20 +440,28 @@ def _attn_bwd_dq_kernel(
 
 
 # dK/dV configs: BLOCK_N keys owned, BLOCK_M queries streamed; dQ configs: BLOCK_M queries owned,
-# BLOCK_N keys streamed. All compile spill-free for sm_80 and sm_90a at the head dims listed (D=128
-# included), in even and ragged (masked-load) forms; the limits are where a form spilled.
+# BLOCK_N keys streamed. Every shipped form (causal and non-causal, even and ragged) compiles spill-free
+# for sm_80 and sm_90a and, on Triton 3.9, within 245 registers; the limits are where a form spilled or
+# came within 10 registers of 255. Left out at D=128: dK/dV 32x64/8 warps (241-255), 16x64 on sm_80
+# (236-253), ragged 32x32/4 warps causal (255, 8 B stack on sm_90a); dQ 128x32 (255, spills on sm_80
+# and ragged) and 64x32/4 warps on sm_80 (255). Also: dK/dV 32x32/8 warps ragged non-causal on sm_80
+# (capped at 128 registers with a 24 B stack at D=64, though fine at D=128), fp32 dK/dV 16x32 (ragged
+# causal spills 40 B on sm_90a), and the small head dims noted inline.
 _DKDV_CONFIGS: list[TunedConfig] = [
-    TunedConfig(32, 64, 8, 2, max_d={80: 128, 90: 128}),
-    TunedConfig(32, 128, 8, 2, max_d={80: 64, 90: 64}),
-    TunedConfig(32, 64, 4, 2, max_d={80: 64, 90: 128}, ragged_max_d={90: 64}),
-    TunedConfig(32, 32, 4, 2, max_d={80: 128, 90: 128}),
-    TunedConfig(16, 32, 4, 2, fp32_max_d={80: 64, 90: 64}),
-    TunedConfig(16, 16, 4, 2, fp32_max_d={80: 128, 90: 128}),
+    TunedConfig(32, 64, 8, 2, max_d={80: 64, 90: 64}, ragged_max_d={90: 64}),
+    TunedConfig(32, 128, 8, 2, max_d={90: 64}),
+    TunedConfig(16, 64, 8, 2, max_d={90: 128}),
+    TunedConfig(32, 64, 4, 2, max_d={90: 64}),
+    TunedConfig(32, 32, 8, 2, max_d={80: 128, 90: 128}, full_ragged_max_d={90: 128}),
+    TunedConfig(32, 32, 4, 2, max_d={80: 128, 90: 128}, ragged_max_d={80: 64, 90: 64},
+                full_ragged_max_d={80: 128, 90: 128}),
+    TunedConfig(32, 16, 4, 2, fp32_max_d={80: 32, 90: 32}),
+    TunedConfig(16, 16, 4, 2, fp32_max_d={80: 128, 90: 128}, min_d={80: 64}),  # causal D=32: 80 regs + 8 B
 ]
 _DQ_CONFIGS: list[TunedConfig] = [
-    TunedConfig(64, 32, 4, 2, max_d={80: 128, 90: 128}, ragged_max_d={80: 64, 90: 64}),
-    TunedConfig(128, 32, 8, 2, max_d={80: 128, 90: 128}, ragged_max_d={80: 128, 90: 64}),
-    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}),
+    TunedConfig(64, 32, 4, 2, max_d={80: 64, 90: 128}, ragged_max_d={80: 64, 90: 64}),
+    TunedConfig(128, 32, 8, 2, max_d={80: 64, 90: 64}, min_d={80: 64}),  # ragged nc D=32: 128 regs + 16 B
+    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={90: 32}),  # ragged nc D=16: 80 regs + 8 B
     # Last: the fallback, shipped for every D (32x16 fp16 at D=64 spills on sm_90a, so fp32 only
     # there; the 64x32/8-warp entry covers fp16/bf16 at every D and shape on both targets).
     TunedConfig(64, 32, 8, 2, max_d={80: 128, 90: 128}),
@@ -387,40 +486,52 @@ def attention_bwd_launch(
     do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
     causal: bool, sm_scale: float,
     dkdv_config: TunedConfig | None = None, dq_config: TunedConfig | None = None,
+    compute_dq: bool = True, compute_dkdv: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (dq, dk, dv) of attention given dO, the inputs, the output and its LSE."""
+    """Gradients (dq, dk, dv) of attention given dO, the inputs, the output and its LSE.
+
+    ``compute_dq`` / ``compute_dkdv`` False skip that kernel; the skipped gradients come back as
+    distinct empty (0,) tensors (a custom op may not return one tensor twice).
+    """
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
-    dq = _alloc((B, H, Tq, D), q.dtype, q.device)
-    dk = _alloc((B, H, Tk, D), k.dtype, k.device)
-    dv = _alloc((B, H, Tk, D), v.dtype, v.device)
-    if dq.numel() == 0:  # no queries: dk = dv = 0
+    check_offsets(q=q, k=k, v=v, do=do, o=o)
+    sm_scale = check_scale(sm_scale)
+    dq = _alloc((B, H, Tq, D) if compute_dq else (0,), q.dtype, q.device)
+    dk = _alloc((B, H, Tk, D) if compute_dkdv else (0,), k.dtype, k.device)
+    dv = _alloc((B, H, Tk, D) if compute_dkdv else (0,), v.dtype, v.device)
+    if not (compute_dq or compute_dkdv):
+        return dq, dk, dv
+    if B * H * Tq * D == 0:  # no queries: dk = dv = 0 (nothing else can be empty after validation)
         return dq, dk.zero_(), dv.zero_()
     if do.dtype != q.dtype:
         do = do.to(q.dtype)
     block_d = max(16, triton.next_power_of_2(D))
-    delta = _alloc(tuple(lse.shape), torch.float32, lse.device)
-    _bwd_preprocess_kernel[(triton.cdiv(Tq, _PRE_BLOCK_M), B * H)](
-        o, do, delta, *o.stride(), *do.stride(), H, Tq, D, BLOCK_M=_PRE_BLOCK_M, BLOCK_D=block_d)
+    with device_guard(q):  # Triton launches on the current GPU: make it the tensors' one
+        delta = _alloc(tuple(lse.shape), torch.float32, lse.device)
+        _bwd_preprocess_kernel[(B * H * triton.cdiv(Tq, _PRE_BLOCK_M),)](
+            o, do, delta, *o.stride(), *do.stride(), H, Tq, D, BLOCK_M=_PRE_BLOCK_M, BLOCK_D=block_d)
 
-    common = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), H, Tq, Tk, D,
-              sm_scale, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk))
-    meta = {"CAUSAL": causal, "BLOCK_D": block_d}
-    if interpreter_enabled():
-        dkdv_config = dkdv_config or _DKDV_INTERPRET
-        dq_config = dq_config or _DQ_INTERPRET
-    args = (q, k, v, do, lse, delta, dk, dv, *common)
-    if dkdv_config is None:
-        _dkdv_tuned[lambda m: (triton.cdiv(Tk, m["BLOCK_N"]), B * H)](*args, **meta)
-    else:
-        grid = (triton.cdiv(Tk, dkdv_config.block_n), B * H)
-        _attn_bwd_dkdv_kernel[grid](*args, **meta, **dkdv_config.kwargs())
-    args = (q, k, v, do, lse, delta, dq, *common)
-    if dq_config is None:
-        _dq_tuned[lambda m: (triton.cdiv(Tq, m["BLOCK_M"]), B * H)](*args, **meta)
-    else:
-        grid = (triton.cdiv(Tq, dq_config.block_m), B * H)
-        _attn_bwd_dq_kernel[grid](*args, **meta, **dq_config.kwargs())
+        common = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), H, Tq, Tk, D,
+                  sm_scale, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk))
+        meta = {"CAUSAL": causal, "BLOCK_D": block_d}
+        if interpreter_enabled():
+            dkdv_config = dkdv_config or _DKDV_INTERPRET
+            dq_config = dq_config or _DQ_INTERPRET
+        if compute_dkdv:
+            args = (q, k, v, do, lse, delta, dk, dv, *common)
+            if dkdv_config is None:
+                _dkdv_tuned[lambda m: (B * H * triton.cdiv(Tk, m["BLOCK_N"]),)](*args, **meta)
+            else:
+                grid = (B * H * triton.cdiv(Tk, dkdv_config.block_n),)
+                _attn_bwd_dkdv_kernel[grid](*args, **meta, **dkdv_config.kwargs())
+        if compute_dq:
+            args = (q, k, v, do, lse, delta, dq, *common)
+            if dq_config is None:
+                _dq_tuned[lambda m: (B * H * triton.cdiv(Tq, m["BLOCK_M"]),)](*args, **meta)
+            else:
+                grid = (B * H * triton.cdiv(Tq, dq_config.block_m),)
+                _attn_bwd_dq_kernel[grid](*args, **meta, **dq_config.kwargs())
     return dq, dk, dv
 
 
@@ -429,38 +540,45 @@ _STRIDES = ("stride_qb stride_qh stride_qm stride_kb stride_kh stride_kn stride_
 
 
 def variant_choices(configs: list[TunedConfig]):
-    """(config, head dim, dtype, even, archs) to compile: fp16 at D = 64 and 128 (plus 32 for the first
-    config), ragged forms (EVEN_* = False: masked loads), bf16 once, fp32 where shipped."""
-    for i, cfg in enumerate(configs):
-        picks = [("fp16", d, True) for d in ((32, 64, 128) if i == 0 else (64, 128))]
-        picks += [("fp16", 64, False), ("fp16", 128, False), ("fp32", 64, True), ("fp32", 128, True),
-                  ("fp32", 128, False)] + [("bf16", 64, True)] * (i == 0)
-        for dtype, d, even in picks:
-            archs = cfg.archs_for(d, dtype == "fp32", not even)
-            if archs:
-                yield cfg, d, dtype, even, archs
+    """(config, head dim, dtype, even, causal, archs) to compile: every form that can run, i.e. causal and
+    non-causal, fp16 and fp32 at each BLOCK_D (16, 32, 64, 128), even and ragged (EVEN_* = False:
+    masked loads), where the tables ship it; bf16 once (its code is fp16's)."""
+    for causal in (True, False):
+        for i, cfg in enumerate(configs):
+            picks = [(dtype, d, even) for dtype in ("fp16", "fp32") for d in (16, 32, 64, 128)
+                     for even in (True, False)] + [("bf16", 64, True)] * (i == 0)
+            for dtype, d, even in picks:
+                archs = cfg.archs_for(d, dtype == "fp32", not even, causal)
+                if archs:
+                    yield cfg, d, dtype, even, causal, archs
+
+
+def variant_suffix(dtype: str, even: bool, causal: bool) -> str:
+    """The tail of a variant name: dtype, then ",ragged" and ",noncausal" where they apply."""
+    return f"{dtype}{'' if even else ',ragged'}{'' if causal else ',noncausal'}"
 
 
 def bwd_variants() -> list[KernelVariant]:
-    """Every shipped dK/dV and dQ config x representative head dim / dtype / evenness, plus preprocess."""
+    """Every shipped dK/dV and dQ config x representative head dim / dtype / evenness / causality, plus
+    preprocess."""
     out = []
     unit = dict(stride_qd=1, stride_kd=1, stride_vd=1, stride_dod=1)
     kernels = (("dkdv", _attn_bwd_dkdv_kernel, _DKDV_CONFIGS, "Q K V DO LSE DELTA DK DV", ("EVEN_N",)),
                ("dq", _attn_bwd_dq_kernel, _DQ_CONFIGS, "Q K V DO LSE DELTA DQ", ()))
     for name, fn, configs, ptrs, extra in kernels:
-        for cfg, d, dtype, even, archs in variant_choices(configs):
+        for cfg, d, dtype, even, causal, archs in variant_choices(configs):
             sig = {p: ("*fp32" if p in ("LSE", "DELTA") else "*" + dtype) for p in ptrs.split()}
             sig.update({s: "i32" for s in _STRIDES.split()})
             sig.update(H="i32", TQ="i32", TK="i32", D="i32", sm_scale="fp32", qk_scale="fp32",
                        TQ_BUCKET="i32", TK_BUCKET="i32")
             evens = {e: even for e in ("EVEN_M", "EVEN_D", *extra)}
-            consts = dict(unit, CAUSAL=True, BLOCK_D=d, **evens, **cfg.kwargs())
+            consts = dict(unit, CAUSAL=causal, BLOCK_D=d, **evens, **cfg.kwargs())
             out.append(KernelVariant(
                 name=f"attention_bwd_{name}[D={d},BM={cfg.block_m},BN={cfg.block_n},"
-                     f"w={cfg.num_warps},s={cfg.num_stages},{dtype}{'' if even else ',ragged'}]",
+                     f"w={cfg.num_warps},s={cfg.num_stages},{variant_suffix(dtype, even, causal)}]",
                 fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
                 num_stages=cfg.num_stages, archs=archs, expect_mma=dtype != "fp32",
-                tags={"kernel": name, "D": d, "dtype": dtype, "even": even},
+                tags={"kernel": name, "D": d, "dtype": dtype, "even": even, "causal": causal},
             ))
     for d in (64, 128):
         sig = {"O": "*fp16", "DO": "*fp16", "DELTA": "*fp32", "stride_ob": "i32", "stride_oh": "i32",
@@ -470,6 +588,6 @@ def bwd_variants() -> list[KernelVariant]:
             name=f"attention_bwd_preprocess[D={d},BM={_PRE_BLOCK_M},fp16]", fn=_bwd_preprocess_kernel,
             signature=sig, constexprs=dict(stride_od=1, stride_dod=1, BLOCK_M=_PRE_BLOCK_M, BLOCK_D=d),
             num_warps=4, num_stages=2, archs=(80, 90), expect_mma=False,
-            tags={"kernel": "preprocess", "D": d, "dtype": "fp16", "even": True},
+            tags={"kernel": "preprocess", "D": d, "dtype": "fp16", "even": True, "causal": None},
         ))
     return out
