@@ -153,7 +153,11 @@ def inspect(variants: list, targets: Iterable[str], *, jobs: int | None = None, 
             f = cdir / f"{_record_key(v, cc)}.json"
             if use_cache and f.exists():
                 try:
-                    results[(i, cc)] = json.loads(f.read_text())
+                    rec = json.loads(f.read_text())
+                    # The cache key already hashes the kernel's source file, so the record is
+                    # from the current source (older cache files lack this field).
+                    rec["source"] = _source_key(v.fn)[:16]
+                    results[(i, cc)] = rec
                     continue
                 except (OSError, json.JSONDecodeError):
                     pass
