@@ -1,8 +1,14 @@
 """The GPT-2 engine: model, configs, weights, tokenizers, CLI."""
 
 from .config import GPTConfig
+from .generation import generate, stream
+from .kv_cache import KVCache
 from .model import GPT
+from .sampling import SamplingParams
 from .tokenizer import CharTokenizer, GPT2Tokenizer
 from .weights import CheckpointError
 
-__all__ = ["GPT", "GPTConfig", "GPT2Tokenizer", "CharTokenizer", "CheckpointError"]
+__all__ = [
+    "GPT", "GPTConfig", "GPT2Tokenizer", "CharTokenizer", "CheckpointError", "KVCache", "SamplingParams",
+    "generate", "stream",
+]

@@ -37,6 +37,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .generate_cli import main as generate_main
+
+    return generate_main(args)
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     from .config import GPTConfig, preset_names
     from .demo import count_preset
@@ -76,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(s)
     s.set_defaults(func=_cmd_inspect)
+
+    s = sub.add_parser("generate", help="generate text with the KV cache (streaming, sampling, stop strings)")
+    from .generate_cli import add_arguments as add_generate_arguments
+
+    add_generate_arguments(s)
+    s.set_defaults(func=_cmd_generate)
 
     s = sub.add_parser("demo", help="the end-to-end demo that `make demo` runs")
     s.add_argument("--preset", default="cpu-demo")

@@ -56,6 +56,26 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    def forward_prefill(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+        """Causal attention over the (right-padded) prompts; their keys/values fill cache[:B, :, :T]."""
+        B, T, C = x.shape
+        qkv = self.c_attn(x)
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in qkv.split(C, dim=2))
+        k_cache[:B, :, :T].copy_(k)
+        v_cache[:B, :, :T].copy_(v)
+        y = ops.attention(q, k, v, backend=self.backend)
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+    def forward_decode(
+        self, x: torch.Tensor, lengths: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+        kv_bound: int | None = None,
+    ) -> torch.Tensor:
+        """One token per row: its key/value is appended at ``lengths - 1`` and it attends to [0, lengths)."""
+        B, C = x.shape
+        q, k, v = self.c_attn(x).view(B, 3, self.n_head, self.head_dim).unbind(1)  # (B, nh, hd) views
+        y = ops.decode_attention(q, k_cache, v_cache, lengths, k, v, backend=self.backend, kv_bound=kv_bound)
+        return self.c_proj(y.reshape(B, C))
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
@@ -84,6 +104,16 @@ class Block(nn.Module):
         # Stream before this block is x + residual; returns (branch output, stream before it).
         a, h = self.ln_1(x, residual)
         a, h = self.ln_2(self.attn(a), h)
+        return self.mlp(a), h
+
+    def forward_prefill(self, x, residual, k_cache, v_cache):
+        a, h = self.ln_1(x, residual)
+        a, h = self.ln_2(self.attn.forward_prefill(a, k_cache, v_cache), h)
+        return self.mlp(a), h
+
+    def forward_decode(self, x, residual, lengths, k_cache, v_cache, kv_bound=None):
+        a, h = self.ln_1(x, residual)
+        a, h = self.ln_2(self.attn.forward_decode(a, lengths, k_cache, v_cache, kv_bound), h)
         return self.mlp(a), h
 
 
@@ -173,6 +203,35 @@ class GPT(nn.Module):
             raise ValueError(f"targets: expected shape {tuple(idx.shape)}, got {tuple(targets.shape)}")
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    # ---- KV-cache inference (see generation.py) ---------------------------------------------
+    def _logits(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        x, _ = self.transformer.ln_f(x, residual)
+        return self.lm_head(x)[..., : self.config.vocab_size]
+
+    def forward_prefill(self, idx: torch.Tensor, cache, last: torch.Tensor) -> torch.Tensor:
+        """Prompts ``idx`` (B, T), right-padded; fills ``cache`` positions [0, T) and returns the logits
+        (B, vocab) at each row's last real position ``last`` (B,). Padding sits after every real token,
+        so causal attention keeps it out of the real rows."""
+        B, T = idx.shape
+        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(T, device=idx.device))
+        residual = None
+        for block, k_cache, v_cache in zip(self.transformer.h, cache.k, cache.v, strict=True):
+            x, residual = block.forward_prefill(x, residual, k_cache, v_cache)
+        rows = torch.arange(B, device=idx.device)
+        return self._logits(x[rows, last], residual[rows, last])  # LM head on B rows, not B*T
+
+    def forward_decode(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, cache, kv_bound: int | None = None
+    ) -> torch.Tensor:
+        """One fixed-shape decode step: ``tokens`` (B,) sit at positions ``lengths - 1`` (B,); their
+        keys/values are appended to ``cache`` in place. Returns logits (B, vocab). ``kv_bound`` (eager
+        torch backend only) caps the cache positions the reference attention reads."""
+        x = self.transformer.wte(tokens) + self.transformer.wpe(lengths - 1)  # (B, C)
+        residual = None
+        for block, k_cache, v_cache in zip(self.transformer.h, cache.k, cache.v, strict=True):
+            x, residual = block.forward_decode(x, residual, lengths, k_cache, v_cache, kv_bound)
+        return self._logits(x, residual)
 
     # ---- bookkeeping ---------------------------------------------------------------------
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:

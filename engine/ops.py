@@ -115,3 +115,35 @@ def linear(
         return _kernels().linear(x, weight, bias, residual=residual)
     y = F.linear(x, weight, bias)
     return y if residual is None else y + residual
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    lengths: torch.Tensor,
+    k_new: torch.Tensor | None = None,
+    v_new: torch.Tensor | None = None,
+    *,
+    backend: str = "torch",
+    kv_bound: int | None = None,
+) -> torch.Tensor:
+    """One query token per row over a KV cache: q (B, H, D), caches (B, H, T, D), lengths (B,).
+    ``k_new``/``v_new`` (B, H, D) are first written at position ``lengths - 1``. Row b attends to
+    positions [0, lengths[b]). The engine validated ``lengths`` already, so no host sync here."""
+    if backend == "triton":
+        return _kernels().decode_attention(q, k_cache, v_cache, lengths, k_new=k_new, v_new=v_new, check_lengths=False)
+    B, H, D = q.shape
+    if k_new is not None:
+        rows = torch.arange(B, device=q.device)
+        pos = lengths - 1
+        k_cache[rows, :, pos] = k_new  # advanced indices around a slice: (B, H, D) on both sides
+        v_cache[rows, :, pos] = v_new
+    if kv_bound is not None:  # eager only: skip cache positions no row has reached yet
+        k_cache, v_cache = k_cache[:, :, :kv_bound], v_cache[:, :, :kv_bound]
+    T = k_cache.shape[2]
+    scores = torch.matmul(q.unsqueeze(2), k_cache.transpose(2, 3)).squeeze(2).float()  # (B, H, T)
+    masked = torch.arange(T, device=q.device) >= lengths[:, None]
+    scores = scores.masked_fill_(masked[:, None, :], float("-inf")).mul_(D**-0.5)
+    p = torch.softmax(scores, dim=-1).to(v_cache.dtype)
+    return torch.matmul(p.unsqueeze(2), v_cache).squeeze(2)  # (B, H, D)

@@ -1,0 +1,313 @@
+"""KV-cache generation: one batched prefill, then fixed-shape decode steps (CUDA graphs on a GPU).
+
+``generate(model, prompts, max_new_tokens, ...)`` returns one token list per prompt; ``stream(...)``
+(same arguments) yields ``(row, token)`` pairs as they are produced. Prompts may have different
+lengths: they are right-padded for the prefill (causal attention keeps the padding out of real
+tokens) and each row then decodes from its own position; positions and lengths live in device
+tensors, so every decode step has the same shapes.
+
+On CUDA the decode step (model forward + sampling + state update) is captured once per batch bucket
+(1, 2, 4, 8, ...; rows padded up) and cache capacity, then replayed per token; the runner (cache +
+graph) is kept for the next call on the same model. Only two things cross to the host: the
+sampling noise is drawn before each replay (one launch, no sync), and tokens are copied back every
+``sync_every`` steps (1 when streaming), which is also when finished rows (EOS) are checked. If a
+capture fails the step runs eagerly (a warning says so).
+
+A returned row ends with ``eos_token_id`` when it stopped there (the EOS token is included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import secrets
+import warnings
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .kv_cache import KVCache
+from .sampling import SamplingParams, _is_int, draw_noise, sample
+
+SYNC_EVERY = 16  # generate(): tokens reach the host (and EOS is checked) every this many steps
+_CAPACITY_ROUND = 256  # cached GPU runners round the cache capacity up to this, to be reused
+
+
+@dataclass(frozen=True)
+class Request:
+    prompts: list[list[int]]
+    max_new_tokens: int
+    params: SamplingParams
+    seed: int | None
+    eos: tuple[int, ...]
+
+
+def _as_token_list(name: str, p: object, vocab: int) -> list[int]:
+    if isinstance(p, torch.Tensor):
+        if p.dim() != 1 or p.dtype.is_floating_point or p.dtype.is_complex or p.dtype == torch.bool:
+            raise ValueError(f"{name}: expected a 1-D integer tensor, got {p.dtype} {tuple(p.shape)}")
+        p = p.tolist()
+    if isinstance(p, (str, bytes)) or not isinstance(p, Sequence):
+        raise ValueError(f"{name}: expected a list of token ids, got {type(p).__name__} (encode text first)")
+    if len(p) == 0:
+        raise ValueError(f"{name}: empty prompt (a prompt needs at least one token)")
+    for j, t in enumerate(p):
+        if not _is_int(t):
+            raise ValueError(f"{name}[{j}]: expected an integer token id, got {t!r}")
+        if not 0 <= t < vocab:
+            raise ValueError(f"{name}[{j}]: token id {t} outside the vocabulary [0, {vocab})")
+    return [int(t) for t in p]
+
+
+def validate_request(
+    model, prompts, max_new_tokens, *, temperature=1.0, top_k=None, top_p=None, min_p=None,
+    repetition_penalty=None, seed=None, eos_token_id=None,
+) -> Request:
+    """Check every argument before any work; ``ValueError``/``TypeError`` names the culprit."""
+    from .model import GPT
+
+    if not isinstance(model, GPT):
+        raise TypeError(f"model: expected a tritongpt.engine.GPT, got {type(model).__name__}")
+    cfg = model.config
+    if isinstance(prompts, torch.Tensor) and prompts.dim() == 2:
+        prompts = list(prompts)
+    elif isinstance(prompts, torch.Tensor) or (isinstance(prompts, Sequence) and prompts and _is_int(prompts[0])):
+        prompts = [prompts]  # one prompt given as a flat list / 1-D tensor
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise ValueError(f"prompts: expected a list of token-id lists, got {type(prompts).__name__}")
+    if len(prompts) == 0:
+        raise ValueError("prompts: expected at least one prompt, got an empty list")
+    if not _is_int(max_new_tokens) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens: expected an integer >= 0, got {max_new_tokens!r}")
+    rows = [_as_token_list(f"prompts[{i}]", p, cfg.vocab_size) for i, p in enumerate(prompts)]
+    for i, r in enumerate(rows):
+        if len(r) + max_new_tokens > cfg.block_size:
+            raise ValueError(
+                f"prompts[{i}]: {len(r)} prompt tokens + max_new_tokens {max_new_tokens} = "
+                f"{len(r) + max_new_tokens} exceeds the model's context window ({cfg.block_size})")
+    params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty).validate()
+    if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**63):
+        raise ValueError(f"seed: expected an integer in [0, 2**63) or None, got {seed!r}")
+    eos: tuple[int, ...] = ()
+    if eos_token_id is not None:
+        ids = [eos_token_id] if isinstance(eos_token_id, numbers.Number) else eos_token_id
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or not ids:
+            raise ValueError(f"eos_token_id: expected a token id or a non-empty list of them, got {eos_token_id!r}")
+        for t in ids:
+            if not _is_int(t) or not 0 <= t < cfg.vocab_size:
+                raise ValueError(f"eos_token_id: {t!r} is not a token id in [0, {cfg.vocab_size})")
+        eos = tuple(int(t) for t in ids)
+    return Request(rows, int(max_new_tokens), params, seed, eos)
+
+
+def batch_bucket(n: int) -> int:
+    """Batch sizes graphs are captured for: 1, 2, 4, 8, ..."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class DecodeRunner:
+    """Static state for one batch bucket: KV cache, token/length/done buffers, sampling buffers, and
+    (on CUDA) the captured decode step. ``step()`` advances every row by one token in place."""
+
+    def __init__(self, model, bucket: int, capacity: int, params: SamplingParams, *,
+                 cuda_graph: bool, pool=None) -> None:
+        w = model.transformer.wte.weight
+        dev, V = w.device, model.config.vocab_size
+        self.model, self.params, self.bucket = model, params, bucket
+        self.cache = KVCache.allocate(model.config, bucket, capacity, dtype=w.dtype, device=dev)
+        self.tokens = torch.zeros(bucket, dtype=torch.long, device=dev)  # fed this step, at lengths - 1
+        self.lengths = torch.ones(bucket, dtype=torch.long, device=dev)
+        self.done = torch.ones(bucket, dtype=torch.bool, device=dev)
+        self.emit = torch.zeros(bucket, dtype=torch.bool, device=dev)  # rows that produced a token
+        self.next = torch.zeros(bucket, dtype=torch.long, device=dev)
+        self.is_eos = torch.zeros(V, dtype=torch.bool, device=dev)
+        self.presence = torch.zeros(bucket, V, dtype=torch.bool, device=dev) if params.uses_presence else None
+        self.noise = None if params.greedy else torch.ones(bucket, V, dtype=torch.float32, device=dev)
+        self.graph = None
+        self.busy = False
+        if cuda_graph:
+            self._capture(pool)
+
+    def _step(self, kv_bound: int | None = None) -> None:
+        logits = self.model.forward_decode(self.tokens, self.lengths, self.cache, kv_bound)
+        active = ~self.done
+        tok = torch.where(active, sample(logits, self.params, self.presence, self.noise), self.tokens)
+        self.emit.copy_(active)
+        self.next.copy_(tok)
+        self.tokens.copy_(tok)
+        self.lengths.add_(active.long())
+        self.done.logical_or_(self.is_eos[tok])
+        if self.presence is not None:
+            self.presence.scatter_(1, tok[:, None], True)
+
+    def _capture(self, pool) -> None:
+        try:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):  # warm-up: autotuning and lazy init must happen outside capture
+                for _ in range(2):
+                    self._step()
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=pool):
+                self._step()
+            self.graph = g
+        except Exception as e:  # noqa: BLE001 - any capture failure means "run eagerly"
+            warnings.warn(f"CUDA graph capture failed, decoding eagerly: {e}", RuntimeWarning, stacklevel=3)
+            self.graph = None
+
+    def step(self, kv_bound: int | None = None) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step(kv_bound)
+
+    def start(self, req: Request, generator: torch.Generator) -> None:
+        """Prefill the prompts into the cache and pick every row's first token (rows past the batch
+        are padding: done from the start)."""
+        B, dev = len(req.prompts), self.tokens.device
+        lens = torch.tensor([len(p) for p in req.prompts], dtype=torch.long)
+        T = int(lens.max())
+        # Pad with each row's own first token, so the presence mask sees no foreign token.
+        idx = torch.tensor([p + [p[0]] * (T - len(p)) for p in req.prompts], dtype=torch.long).to(dev)
+        lens = lens.to(dev)
+        self.is_eos.zero_()
+        if req.eos:
+            self.is_eos[list(req.eos)] = True
+        presence = None
+        if self.presence is not None:
+            self.presence.zero_()
+            presence = self.presence[:B]
+            presence.scatter_(1, idx, True)
+        logits = self.model.forward_prefill(idx, self.cache, lens - 1)
+        noise = None
+        if self.noise is not None:
+            noise = draw_noise(self.noise, generator)[:B]
+        first = sample(logits, self.params, presence, noise)
+        self.tokens.zero_()
+        self.tokens[:B] = first
+        self.lengths.fill_(1)
+        self.lengths[:B] = lens + 1  # the first token is fed at position len(prompt)
+        self.done.fill_(True)
+        self.done[:B] = self.is_eos[first]
+        self.next.copy_(self.tokens)
+        self.emit.zero_()
+        self.emit[:B] = True
+        if presence is not None:
+            presence.scatter_(1, first[:, None], True)
+
+
+# Cached CUDA runners per model (the captured graph and cache are reused by the next call).
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MAX_RUNNERS = 4
+_POOLS: dict = {}
+
+
+def _runner_for(model, req: Request, cuda_graph: bool | None) -> DecodeRunner:
+    w = model.transformer.wte.weight
+    B = len(req.prompts)
+    need = max(len(p) for p in req.prompts) + max(req.max_new_tokens, 1)
+    if w.device.type != "cuda":  # CPU: exact sizes, nothing kept between calls
+        return DecodeRunner(model, B, min(need, model.config.block_size), req.params, cuda_graph=False)
+    use_graph = cuda_graph is not False
+    capacity = min(model.config.block_size, -(-need // _CAPACITY_ROUND) * _CAPACITY_ROUND)
+    bucket = batch_bucket(B)
+    weights = tuple(p.data_ptr() for p in model.parameters())  # a moved model must not replay old pointers
+    key = (bucket, capacity, req.params, model.backend, w.dtype, use_graph, weights)
+    runners = _RUNNERS.setdefault(model, OrderedDict())
+    r = runners.get(key)
+    if r is None or r.busy:
+        if use_graph and w.device not in _POOLS:
+            _POOLS[w.device] = torch.cuda.graph_pool_handle()  # one memory pool shared by all buckets
+        pool = _POOLS.get(w.device) if use_graph else None
+        r = DecodeRunner(model, bucket, capacity, req.params, cuda_graph=use_graph, pool=pool)
+        if key not in runners:
+            runners[key] = r
+            while len(runners) > _MAX_RUNNERS:
+                runners.popitem(last=False)
+    if key in runners:
+        runners.move_to_end(key)
+    return r
+
+
+@contextlib.contextmanager
+def _eval(model):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def run(model, req: Request, *, sync_every: int = SYNC_EVERY, cuda_graph: bool | None = None,
+        ) -> Iterator[list[tuple[int, int]]]:
+    """Drive one request; yields, per host sync, the ``(row, token)`` pairs produced since the last."""
+    if req.max_new_tokens == 0:
+        return
+    B, n = len(req.prompts), req.max_new_tokens
+    with torch.inference_mode(), _eval(model):
+        runner = _runner_for(model, req, cuda_graph)
+        runner.busy = True
+        try:
+            dev = runner.tokens.device
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(req.seed if req.seed is not None else secrets.randbits(63))
+            runner.start(req, gen)
+            width = max(1, min(sync_every, n))
+            hist = torch.empty(runner.bucket, width, dtype=torch.long, device=dev)
+            emit = torch.empty(runner.bucket, width, dtype=torch.bool, device=dev)
+            hist[:, 0], emit[:, 0] = runner.next, runner.emit
+            col, T = 1, max(len(p) for p in req.prompts)
+            eager_bound = runner.graph is None and model.backend == "torch"
+            for step in range(1, n + 1):
+                if col == width or step == n:  # host sync: hand over tokens, stop when every row is done
+                    toks, mask, done = hist[:B, :col].tolist(), emit[:B, :col].tolist(), runner.done[:B].tolist()
+                    yield [(r, toks[r][c]) for c in range(col) for r in range(B) if mask[r][c]]
+                    col = 0
+                    if step == n or all(done):
+                        break
+                if runner.noise is not None:
+                    draw_noise(runner.noise, gen)
+                runner.step(min(T + step, runner.cache.capacity) if eager_bound else None)
+                hist[:, col].copy_(runner.next)
+                emit[:, col].copy_(runner.emit)
+                col += 1
+        finally:
+            runner.busy = False
+
+
+def generate(
+    model, prompts, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+    top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
+    seed: int | None = None, eos_token_id: int | Sequence[int] | None = None, cuda_graph: bool | None = None,
+) -> list[list[int]]:
+    """Generate up to ``max_new_tokens`` tokens after each prompt (lists of token ids, any lengths).
+    Returns one list of new tokens per prompt. ``cuda_graph=None`` captures on CUDA, False never."""
+    req = validate_request(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                           min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id)
+    out: list[list[int]] = [[] for _ in req.prompts]
+    for events in run(model, req, cuda_graph=cuda_graph):
+        for r, t in events:
+            out[r].append(t)
+    return out
+
+
+def stream(
+    model, prompts, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+    top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
+    seed: int | None = None, eos_token_id: int | Sequence[int] | None = None, cuda_graph: bool | None = None,
+) -> Iterator[tuple[int, int]]:
+    """Like ``generate`` but yields ``(row, token)`` as each step completes. Arguments are validated
+    when this is called, before the first token is requested."""
+    req = validate_request(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                           min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id)
+
+    def events() -> Iterator[tuple[int, int]]:
+        for batch in run(model, req, sync_every=1, cuda_graph=cuda_graph):
+            yield from batch
+
+    return events()

@@ -1,0 +1,104 @@
+"""`tritongpt generate`: checkpoints and HF folders, streaming, batches from files, stop strings, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+
+import pytest
+import torch
+
+from tritongpt.engine import GPT, generate
+from tritongpt.engine.cli import main
+from tritongpt.engine.tokenizer import CharTokenizer
+
+CHARS = string.printable[:97]  # the tiny preset's vocabulary size
+STATS = re.compile(r"TTFT [\d.]+ ms \| [\d.]+ ms/token \| [\d.]+ tokens/s \| \d+ tokens")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    m = GPT.from_preset("tiny", block_size=64).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+        m.transformer.wpe.weight.mul_(5.0)
+    tok = CharTokenizer(CHARS)
+    d = tmp_path_factory.mktemp("ckpt") / "tiny"
+    m.save(d)
+    meta = json.loads((d / "config.json").read_text())
+    meta["tokenizer"] = tok.to_dict()
+    (d / "config.json").write_text(json.dumps(meta))
+    return d, m, tok
+
+
+def run(capsys, *argv):
+    code = main(["generate", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_stream_prints_greedy_text_and_stats(ckpt, capsys):
+    d, m, tok = ckpt
+    want = tok.decode(generate(m, [tok.encode("Hello")], 20, temperature=0)[0])
+    code, out, err = run(capsys, "--checkpoint", d, "--prompt", "Hello", "--max-new-tokens", 20,
+                         "--temperature", 0, "--stream")
+    assert code == 0
+    assert out == "Hello" + want + "\n"
+    assert STATS.search(err.strip().splitlines()[-1]), err
+
+
+def test_stop_string_cuts_the_output(ckpt, capsys):
+    d, m, tok = ckpt
+    text = tok.decode(generate(m, [tok.encode("Hello")], 20, temperature=0)[0])
+    stop = text[5:7]
+    code, out, _ = run(capsys, "--checkpoint", d, "--prompt", "Hello", "--max-new-tokens", 20, "--temperature", 0,
+                       "--stop", stop, "--stream")
+    assert code == 0 and out == "Hello" + text[: text.index(stop)] + "\n"
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_prompt_file_batch(ckpt, capsys, tmp_path, suffix):
+    d, m, tok = ckpt
+    prompts = ["abc", "The quick brown", "z"]
+    f = tmp_path / f"prompts{suffix}"
+    lines = [json.dumps({"prompt": p}) if suffix == ".jsonl" else p for p in prompts]
+    f.write_text("\n".join(lines) + "\n\n")
+    code, out, err = run(capsys, "--checkpoint", d, "--prompt-file", f, "--max-new-tokens", 8, "--temperature", 0)
+    assert code == 0
+    outs = generate(m, [tok.encode(p) for p in prompts], 8, temperature=0)
+    for p, o in zip(prompts, outs, strict=True):
+        assert p + tok.decode(o) + "\n" in out
+    assert "24 tokens" in err
+
+
+def test_hf_dir_with_gpt2_tokenizer(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_positions=64, n_embd=16, n_layer=1, n_head=2)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
+    code, out, err = run(capsys, "--hf-dir", tmp_path, "--prompt", "Hello \u4e16\u754c", "--max-new-tokens", 6,
+                         "--seed", 1, "--top-k", 50, "--top-p", 0.9, "--stream")
+    assert code == 0 and out.startswith("Hello \u4e16\u754c"), (out, err)
+    assert STATS.search(err)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--prompt", "\u00e9"], "not in the 97-character vocabulary"),
+    (["--prompt", "ab", "--max-new-tokens", 100], "context window"),
+    (["--prompt", "ab", "--temperature", -1], "temperature"),
+    (["--prompt", "ab", "--top-p", 2], "top_p"),
+    (["--prompt", "ab", "--stop", ""], "--stop"),
+    (["--prompt-file", "/nonexistent/prompts.txt"], "--prompt-file"),
+])
+def test_errors_exit_2_with_a_message(ckpt, capsys, argv, message):
+    d, _, _ = ckpt
+    code, out, err = run(capsys, "--checkpoint", d, "--max-new-tokens", 8, *argv)
+    assert code == 2 and message in err and out == ""
+
+
+def test_missing_checkpoint(capsys, tmp_path):
+    code, _, err = run(capsys, "--checkpoint", tmp_path / "nope", "--prompt", "a")
+    assert code == 2 and "not a folder" in err
