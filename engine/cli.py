@@ -43,6 +43,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return generate_main(args)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tritongpt.bench.cli import main as bench_main
+
+    return bench_main(args)
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     from .config import GPTConfig, preset_names
     from .demo import count_preset
@@ -88,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generate_arguments(s)
     s.set_defaults(func=_cmd_generate)
+
+    s = sub.add_parser("bench", help="benchmark suites: generate (latency, bandwidth use, vs Hugging Face)")
+    from tritongpt.bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(s)
+    s.set_defaults(func=_cmd_bench)
 
     s = sub.add_parser("demo", help="the end-to-end demo that `make demo` runs")
     s.add_argument("--preset", default="cpu-demo")

@@ -154,3 +154,34 @@ def save_checkpoint(model, path: str | Path, extra: dict[str, Any] | None = None
         save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "tritongpt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     return dest
+
+
+def to_hf(model):
+    """The same weights as a ``transformers.GPT2LMHeadModel`` in eval mode (side-by-side benchmarks,
+    parity tests). Needs transformers; GPT-2 has biases, so a ``bias=False`` model is refused."""
+    import transformers
+
+    cfg = model.config
+    if not cfg.bias:
+        raise ValueError("model: Hugging Face GPT-2 always has biases; this model was built with bias=False")
+    hf_cfg = transformers.GPT2Config(
+        vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head, layer_norm_epsilon=cfg.layer_norm_eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    hf = transformers.GPT2LMHeadModel(hf_cfg)
+    sd = {}
+    for name, v in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to wte on both sides
+        v = v.detach()
+        if name.endswith(_CONV1D):
+            v = v.t()
+        if name == "transformer.wte.weight":
+            v = v[: cfg.vocab_size]
+        sd[name] = v.contiguous()
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight" and not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    if missing or unexpected:
+        raise CheckpointError(f"to_hf: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    w = model.transformer.wte.weight
+    return hf.to(device=w.device, dtype=w.dtype).eval()

@@ -1,0 +1,72 @@
+"""``tritongpt bench ...``: the benchmark suites (``generate`` here; more suites add subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+    if not out or any(x < 1 for x in out):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    g = sub.add_parser("generate", help="TTFT, inter-token latency, tokens/s, bandwidth use vs the floor, "
+                       "launches per step; Hugging Face side by side")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--preset", default="gpt2", help="model preset with random weights (default gpt2)")
+    src.add_argument("--checkpoint", type=Path, help="tritongpt checkpoint folder")
+    src.add_argument("--hf-dir", type=Path, help="Hugging Face GPT-2 folder")
+    g.add_argument("--batch", type=_int_list, default=[1, 8, 32], help="comma-separated batch sizes (1,8,32)")
+    g.add_argument("--prompt-len", type=int, default=32)
+    g.add_argument("--new-tokens", type=int, default=64)
+    g.add_argument("--repeats", type=int, default=3)
+    g.add_argument("--device", default=None)
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="default: bfloat16 on CUDA, float32 on CPU")
+    g.add_argument("--backend", choices=["auto", "torch", "triton"], default="auto")
+    g.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
+    g.add_argument("--json", type=Path, default=None, help="write the report here")
+    g.set_defaults(bench_func=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from tritongpt.engine.model import GPT
+
+    from . import generate as gb
+
+    if args.prompt_len < 1 or args.new_tokens < 2 or args.repeats < 1:
+        print("error: --prompt-len >= 1, --new-tokens >= 2 and --repeats >= 1 are required", file=sys.stderr)
+        return 2
+    folder = args.checkpoint or args.hf_dir
+    model = GPT.from_pretrained(folder) if folder else GPT.from_preset(args.preset)
+    if args.prompt_len + args.new_tokens > model.config.block_size:
+        print(f"error: --prompt-len + --new-tokens exceeds the context window ({model.config.block_size})",
+              file=sys.stderr)
+        return 2
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model = model.to(device=device, dtype=dtype).eval()
+    model.backend = args.backend
+    print(f"{model.num_parameters():,} params, {str(dtype)[6:]}, backend={model.backend}, prompt {args.prompt_len}, "
+          f"{args.new_tokens} new tokens, greedy")
+    print(gb.HEADER)
+    report = gb.run(model, batches=args.batch, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+                    repeats=args.repeats, hf=not args.no_hf)
+    if args.json:
+        print(f"wrote {gb.write_json(report, args.json)}")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return int(args.bench_func(args) or 0)

@@ -1,0 +1,246 @@
+"""``tritongpt bench generate``: latency and bandwidth use of KV-cache generation, next to Hugging Face.
+
+Per batch size: time to first token (prefill + first sample), inter-token latency p50/p90 (one host
+sync per step), decode and end-to-end tokens/s; the bytes a decode step must move (every weight
+once, plus the KV cache read and written, at the run's mean context length) and the floor that
+implies at the streaming-read bandwidth measured in the same run on the same device; kernel
+launches per step and per layer. The same workload (greedy, equal-length prompts) runs through
+``transformers`` ``generate`` on the same weights when it is installed.
+
+On a CPU this times the torch backend (the Triton kernels only run on the interpreter there); the
+results say which device and backend they are for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .launches import count_launches
+
+
+@dataclass
+class GenerateResult:
+    provider: str
+    batch: int
+    prompt_len: int
+    new_tokens: int
+    ttft_ms: float
+    itl_p50_ms: float
+    itl_p90_ms: float
+    decode_tokens_per_s: float
+    e2e_tokens_per_s: float
+    bytes_per_step: int
+    floor_ms: float
+    floor_ratio: float  # itl_p50 / floor: 1.0 = every byte at the measured streaming rate
+    bandwidth_utilisation: float  # bytes_per_step / itl_p50 / measured bandwidth
+    launches_per_step: int | None = None
+    launches_per_layer: float | None = None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def streaming_read_bandwidth(device: torch.device, nbytes: int | None = None, repeats: int = 5) -> dict[str, float]:
+    """Best read rate seen (GB/s) over a buffer far larger than the caches: a full reduction and a
+    GEMV (the decode step's own access pattern). The larger of the two is the reference."""
+    nbytes = nbytes or (2 << 30 if device.type == "cuda" else 512 << 20)
+    x = torch.ones(nbytes // 4, device=device)
+    w = x[: (nbytes // 2) // 4].view(-1, 4096)
+    v = torch.ones(4096, device=device)
+    out: dict[str, float] = {}
+    for name, fn, moved in (("sum", lambda: x.sum(), x.numel() * 4), ("gemv", lambda: w @ v, w.numel() * 4)):
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            best = min(best, time.perf_counter() - t)
+        out[f"{name}_gbs"] = moved / best / 1e9
+    out["best_gbs"] = max(out["sum_gbs"], out["gemv_gbs"])
+    return out
+
+
+def step_bytes(model, batch: int, context: float) -> int:
+    """Bytes one decode step must move: every weight once (wpe: only the rows used) + the KV cache read
+    at ``context`` positions per row + the new position written."""
+    cfg = model.config
+    w = model.transformer.wte.weight
+    esize = w.element_size()
+    params = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
+    params -= (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd  # the floor needs real vocabulary rows only
+    kv_per_pos = 2 * cfg.n_layer * cfg.n_embd * esize
+    return int(params * esize + batch * cfg.n_embd * esize + batch * (context + 1) * kv_per_pos)
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
+
+
+def time_ours(model, prompts: list[list[int]], n: int, repeats: int) -> dict[str, Any]:
+    from tritongpt.engine import generate, stream
+
+    dev = model.transformer.wte.weight.device
+    generate(model, prompts, n, temperature=0)  # warm-up: graph capture, autotuning, allocator
+    ttfts, itls, e2e = [], [], []
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        marks = []
+        for row, _tok in stream(model, prompts, n, temperature=0):
+            if row == 0:
+                marks.append(time.perf_counter())
+        ttfts.append(marks[0] - t0)
+        itls += [b - a for a, b in zip(marks, marks[1:], strict=False)]
+        _sync(dev)
+        t0 = time.perf_counter()
+        generate(model, prompts, n, temperature=0)
+        _sync(dev)
+        e2e.append(time.perf_counter() - t0)
+    return dict(ttft=statistics.median(ttfts), itls=itls, e2e=statistics.median(e2e))
+
+
+def time_hf(hf, prompts: list[list[int]], n: int, repeats: int) -> dict[str, Any]:
+    dev = next(hf.parameters()).device
+    ids = torch.tensor(prompts, device=dev)
+    kw = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0)
+
+    class Marks:  # a transformers streamer: put() gets the prompt once, then each new token
+        def __init__(self) -> None:
+            self.t: list[float] = []
+
+        def put(self, value) -> None:
+            self.t.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+    with torch.inference_mode():
+        hf.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
+        ttfts, itls, e2e = [], [], []
+        for _ in range(repeats):
+            marks = Marks()
+            _sync(dev)
+            t0 = time.perf_counter()
+            if ids.shape[0] == 1:  # streamers take batch 1 only
+                hf.generate(ids, max_new_tokens=n, min_new_tokens=n, streamer=marks, **kw)
+                steps = marks.t[1:]
+                ttfts.append(steps[0] - t0)
+                itls += [b - a for a, b in zip(steps, steps[1:], strict=False)]
+                e2e.append(steps[-1] - t0)
+            else:
+                hf.generate(ids, max_new_tokens=1, **kw)
+                _sync(dev)
+                t1 = time.perf_counter()
+                hf.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
+                _sync(dev)
+                t2 = time.perf_counter()
+                ttfts.append(t1 - t0)
+                itls += [(t2 - t1 - (t1 - t0)) / (n - 1)] * (n - 1)
+                e2e.append(t2 - t1)
+    return dict(ttft=statistics.median(ttfts), itls=itls, e2e=statistics.median(e2e))
+
+
+def count_step_launches(model, batch: int, context: int) -> tuple[int, float, int | None]:
+    """Launches of one eager decode step at ``batch`` rows: total, mean per layer, CUDA-profiled total."""
+    from tritongpt.engine.kv_cache import KVCache
+
+    w = model.transformer.wte.weight
+    cache = KVCache.allocate(model.config, batch, max(context + 1, 2), dtype=w.dtype, device=w.device)
+    tokens = torch.zeros(batch, dtype=torch.long, device=w.device)
+    lengths = torch.full((batch,), context + 1, dtype=torch.long, device=w.device)
+    blocks = [(f"layer{i}", b, "forward_decode") for i, b in enumerate(model.transformer.h)]
+    with torch.inference_mode():
+        model.forward_decode(tokens, lengths, cache)  # warm-up (autotune) outside the count
+        c = count_launches(lambda: model.forward_decode(tokens, lengths, cache), per_call=blocks)
+    per_layer = [n for calls in c.per_call.values() for n in calls]
+    return c.total, sum(per_layer) / max(1, len(per_layer)), c.profiled
+
+
+def _result(provider, B, P, n, t, nbytes, bw, launches=(None, None, None)) -> GenerateResult:
+    p50, p90 = _quantile(t["itls"], 0.5), _quantile(t["itls"], 0.9)
+    floor = nbytes / (bw * 1e9)
+    return GenerateResult(
+        provider, B, P, n, 1e3 * t["ttft"], 1e3 * p50, 1e3 * p90, B / statistics.mean(t["itls"]),
+        B * n / t["e2e"], nbytes, 1e3 * floor, p50 / floor, floor / p50,
+        launches[2] if launches[2] is not None else launches[0], launches[1],
+    )
+
+
+def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats: int = 3,
+        hf: bool = True, seed: int = 0, progress=print) -> dict[str, Any]:
+    dev = model.transformer.wte.weight.device
+    bw = streaming_read_bandwidth(dev)
+    progress(f"streaming read on {device_name(dev)}: sum {bw['sum_gbs']:.1f} GB/s, GEMV {bw['gemv_gbs']:.1f} GB/s")
+    hf_model = None
+    if hf:
+        try:
+            from tritongpt.engine.weights import to_hf
+
+            hf_model = to_hf(model)
+        except ImportError:
+            progress("transformers is not installed: no Hugging Face comparison")
+    g = torch.Generator().manual_seed(seed)
+    results: list[GenerateResult] = []
+    for B in batches:
+        prompts = torch.randint(0, model.config.vocab_size, (B, prompt_len), generator=g).tolist()
+        nbytes = step_bytes(model, B, prompt_len + new_tokens / 2)
+        launches = count_step_launches(model, B, prompt_len + new_tokens // 2)
+        results.append(_result(f"tritongpt[{model.backend}]", B, prompt_len, new_tokens,
+                               time_ours(model, prompts, new_tokens, repeats), nbytes, bw["best_gbs"], launches))
+        progress(format_row(results[-1]))
+        if hf_model is not None:
+            results.append(_result("transformers", B, prompt_len, new_tokens,
+                                   time_hf(hf_model, prompts, new_tokens, repeats), nbytes, bw["best_gbs"]))
+            progress(format_row(results[-1]))
+    w = model.transformer.wte.weight
+    return dict(
+        benchmark="generate", device=device_name(dev), dtype=str(w.dtype)[6:], backend=model.backend,
+        params=model.num_parameters(), bandwidth=bw, torch=torch.__version__,
+        results=[dataclasses.asdict(r) for r in results],
+    )
+
+
+HEADER = (f"{'provider':<22} {'B':>3} {'TTFT ms':>8} {'ITL p50':>8} {'p90':>7} {'tok/s':>8} {'floor ms':>8} "
+          f"{'x floor':>7} {'BW use':>6} {'launch/step':>11} {'/layer':>6}")
+
+
+def format_row(r: GenerateResult) -> str:
+    launches = f"{r.launches_per_step:>11}" if r.launches_per_step is not None else f"{'':>11}"
+    per_layer = f"{r.launches_per_layer:>6.1f}" if r.launches_per_layer is not None else f"{'':>6}"
+    return (f"{r.provider:<22} {r.batch:>3} {r.ttft_ms:>8.1f} {r.itl_p50_ms:>8.2f} {r.itl_p90_ms:>7.2f} "
+            f"{r.decode_tokens_per_s:>8.1f} {r.floor_ms:>8.2f} {r.floor_ratio:>7.3f} {r.bandwidth_utilisation:>6.1%} "
+            f"{launches} {per_layer}")
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> Path:
+    from tritongpt.engine.fsutil import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,73 @@
+"""The generation benchmark and the launch counter (tiny shapes; the numbers are not checked, the
+accounting is)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tritongpt.bench import generate as gb
+from tritongpt.bench.launches import count_launches
+from tritongpt.engine import GPT
+from tritongpt.engine.cli import main
+
+
+def test_decode_step_launches_at_most_8_per_layer_on_the_triton_backend():
+    m = GPT.from_preset("tiny", block_size=512).eval()
+    m.backend = "triton"
+    total, per_layer, _ = gb.count_step_launches(m, 2, 300)  # long enough for a split KV range + merge
+    assert per_layer <= 8, per_layer
+    assert total <= 8 * m.config.n_layer + 6  # embeddings, final LayerNorm, LM head, position index
+    m.backend = "torch"
+    assert gb.count_step_launches(m, 2, 300)[1] > per_layer  # the reference path is not fused
+
+
+def test_launch_counter_counts_kernels_not_views():
+    x = torch.randn(4, 4)
+    c = count_launches(lambda: (x.t()[1:].unsqueeze(0).view(1, 3, 4) + 1).sum())
+    assert c.total == 2 and c.by_name == {"aten.add": 1, "aten.sum": 1}
+    c = count_launches(lambda: x.t().reshape(16))  # a transposed tensor cannot be viewed flat: one copy
+    assert c.by_name == {"aten.clone": 1}
+    c = count_launches(lambda: torch.nn.functional.dropout(x, 0.5, training=False))
+    assert c.total == 0
+
+
+def test_step_bytes_counts_weights_once_plus_kv():
+    m = GPT.from_preset("tiny")
+    cfg = m.config
+    weights = (m.num_parameters() - cfg.block_size * cfg.n_embd) * 4
+    kv = 2 * cfg.n_layer * cfg.n_embd * 4
+    assert gb.step_bytes(m, 1, 10) == weights + cfg.n_embd * 4 + 11 * kv
+    assert gb.step_bytes(m, 3, 10) - gb.step_bytes(m, 1, 10) == 2 * (cfg.n_embd * 4 + 11 * kv)
+
+
+def test_streaming_read_bandwidth_is_measured():
+    bw = gb.streaming_read_bandwidth(torch.device("cpu"), nbytes=8 << 20, repeats=2)
+    assert bw["best_gbs"] == max(bw["sum_gbs"], bw["gemv_gbs"]) > 0
+
+
+def test_bench_generate_cli_writes_a_report(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    out = tmp_path / "gen.json"
+    code = main(["bench", "generate", "--preset", "tiny", "--batch", "1,2", "--prompt-len", "4", "--new-tokens", "5",
+                  "--repeats", "1", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["device"].startswith("CPU") and report["backend"] == "torch"
+    rows = report["results"]
+    assert [(r["provider"], r["batch"]) for r in rows] == [
+        ("tritongpt[torch]", 1), ("transformers", 1), ("tritongpt[torch]", 2), ("transformers", 2)]
+    for r in rows:
+        assert r["itl_p50_ms"] > 0 and r["ttft_ms"] > 0 and r["floor_ms"] > 0
+        assert r["floor_ratio"] == pytest.approx(r["itl_p50_ms"] / r["floor_ms"], rel=1e-6)
+    assert rows[0]["launches_per_layer"] > 0
+    assert "x floor" in capsys.readouterr().out
+
+
+def test_bench_generate_rejects_bad_sizes(capsys):
+    assert main(["bench", "generate", "--preset", "tiny", "--prompt-len", "30", "--new-tokens", "8"]) == 2
+    assert "context window" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "generate", "--batch", "0"])
