@@ -41,10 +41,14 @@ def triton_version() -> str:
 
 def all_variants() -> list:
     """Every kernel module's ``variants()``, in a stable order."""
+    import importlib
+
     from tritongpt.kernels import flash_attention, fused_linear, layernorm
 
+    # The package exports the decode_attention *function* under the module's name: import the module.
+    decode_attention = importlib.import_module("tritongpt.kernels.decode_attention")
     out = []
-    for mod in (flash_attention, layernorm, fused_linear):
+    for mod in (flash_attention, layernorm, fused_linear, decode_attention):
         out.extend(mod.variants())
     return out
 

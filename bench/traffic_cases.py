@@ -125,11 +125,63 @@ def _gelu_linear(m: int, k: int, n: int, dtype=torch.float16) -> Case:
                 note="tiles re-read x once per N-tile and W once per M-tile (L2 absorbs most on a GPU)")
 
 
+# ---- decode attention (flash-decoding) -----------------------------------------------------------
+def _decode_rules(per: dict[str, TensorTraffic], p: dict[str, Any]) -> list[str]:
+    out = []
+    for name, nbytes in p["views"].items():  # the attended positions, read exactly once, nothing past them
+        if per[name].read != nbytes or per[name].unique_read != nbytes:
+            out.append(f"{name[3:]}: read {per[name].read} bytes ({per[name].unique_read} unique), expected "
+                       f"each of its {nbytes} once")
+    scratch = per["<unnamed>"]  # only the fp32 split partials: written once by the split kernel, read once by the merge
+    if scratch.written != p["partial_bytes"] or scratch.read != p["partial_bytes"]:
+        out.append(f"touches {scratch.written} / {scratch.read} bytes (written / read) outside the named tensors, "
+                   f"expected the {p['partial_bytes']} bytes of split partials (cache positions past lengths?)")
+    if per["in:q"].read != p["q_reads"]:
+        out.append(f"q read {per['in:q'].read} bytes, expected {p['q_reads']} (once per non-empty split)")
+    if per["out:out"].written != per["out:out"].unique_written:
+        out.append("out written more than once")
+    return out
+
+
+def _decode(b: int, h: int, t_max: int, d: int, lengths: list[int], dtype=torch.float16) -> Case:
+    import importlib
+
+    da = importlib.import_module("tritongpt.kernels.decode_attention")
+    cfg = da._CONFIGS[da._block_d(d)]  # the GPU's config for this D, and the default SM count (132)
+    splits, split_len = da.pick_splits(b * h, t_max, cfg.block_n, da.DEFAULT_SM_COUNT)
+    es = torch.finfo(dtype).bits // 8
+    params = {
+        "views": {f"in:{c}[{i}, :, :{n}]": h * n * d * es for i, n in enumerate(lengths) for c in "kv"},
+        "partial_bytes": b * h * splits * (d + 1) * 4,  # (B, H, S, D) partials + (B, H, S) LSEs, fp32
+        "q_reads": sum(h * -(-n // split_len) for n in lengths) * d * es,
+    }
+
+    def setup():
+        k, v = (torch.randn(b, h, t_max, d, dtype=dtype) for _ in range(2))
+        # Name only the attended slices, so the minimum counts positions < lengths[b], not T_max; the
+        # caches travel as a tuple (not counted).
+        views = {f"{c}[{i}, :, :{n}]": t[i, :, :n] for i, n in enumerate(lengths) for c, t in (("k", k), ("v", v))}
+        return {"q": torch.randn(b, h, d, dtype=dtype), "lengths": torch.tensor(lengths), **views, "_caches": (k, v)}
+
+    def run(t):
+        k, v = t["_caches"]
+        return {"out": da.decode_attention_launch(t["q"], k, v, t["lengths"], d ** -0.5, check_lengths=False,
+                                                  config=cfg)}
+
+    return Case(f"decode_attention[B={b},H={h},T_max={t_max},D={d},lengths={'/'.join(map(str, lengths))},"
+                f"BN={cfg.block_n},splits={splits}]", "decode_attention", setup, run,
+                flops=4 * h * sum(lengths) * d, target_ratio=1.05, rules=_decode_rules, params=params,
+                note=f"minimum = q + K/V at positions < lengths[b] + out (+ lengths); moved adds the fp32 split "
+                     f"partials ({params['partial_bytes']} B written and read), q re-read per non-empty split "
+                     f"and lengths per program")
+
+
 def cases() -> list[Case]:
     out = [
         _ln_fwd(256, 768, False), _ln_fwd(256, 768, True), _ln_fwd(64, 3000, True),
         _ln_bwd(256, 768, False), _ln_bwd(256, 768, True),
         _gelu_linear(64, 64, 256),
+        _decode(2, 4, 256, 64, [200, 77]),
     ]
     try:
         from .traffic_attention import attention_cases

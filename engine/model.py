@@ -68,12 +68,13 @@ class CausalSelfAttention(nn.Module):
 
     def forward_decode(
         self, x: torch.Tensor, lengths: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-        kv_bound: int | None = None,
+        kv_bound: int | None = None, meta=None,
     ) -> torch.Tensor:
         """One token per row: its key/value is appended at ``lengths - 1`` and it attends to [0, lengths)."""
         B, C = x.shape
         q, k, v = self.c_attn(x).view(B, 3, self.n_head, self.head_dim).unbind(1)  # (B, nh, hd) views
-        y = ops.decode_attention(q, k_cache, v_cache, lengths, k, v, backend=self.backend, kv_bound=kv_bound)
+        y = ops.decode_attention(q, k_cache, v_cache, lengths, k, v, backend=self.backend, kv_bound=kv_bound,
+                                 meta=meta)
         return self.c_proj(y.reshape(B, C))
 
 
@@ -111,9 +112,9 @@ class Block(nn.Module):
         a, h = self.ln_2(self.attn.forward_prefill(a, k_cache, v_cache), h)
         return self.mlp(a), h
 
-    def forward_decode(self, x, residual, lengths, k_cache, v_cache, kv_bound=None):
+    def forward_decode(self, x, residual, lengths, k_cache, v_cache, kv_bound=None, meta=None):
         a, h = self.ln_1(x, residual)
-        a, h = self.ln_2(self.attn.forward_decode(a, lengths, k_cache, v_cache, kv_bound), h)
+        a, h = self.ln_2(self.attn.forward_decode(a, lengths, k_cache, v_cache, kv_bound, meta), h)
         return self.mlp(a), h
 
 
@@ -175,6 +176,12 @@ class GPT(nn.Module):
 
     def _apply(self, fn, recurse=True):  # re-resolve "auto" after .to(device)
         out = super()._apply(fn, recurse)
+        if getattr(self, "_cpu_decode_layout", False) and self.transformer.wte.weight.device.type != "cpu":
+            with torch.no_grad():  # the column-major CPU decode layout (generation.py) stays on the CPU
+                for p in self.parameters():
+                    if not p.is_contiguous():
+                        p.data = p.data.contiguous()
+            self._cpu_decode_layout = False
         if getattr(self, "_requested_backend", None) == "auto":
             self.backend = "auto"
         return out
@@ -228,9 +235,12 @@ class GPT(nn.Module):
         keys/values are appended to ``cache`` in place. Returns logits (B, vocab). ``kv_bound`` (eager
         torch backend only) caps the cache positions the reference attention reads."""
         x = self.transformer.wte(tokens) + self.transformer.wpe(lengths - 1)  # (B, C)
+        meta = None
+        if self.backend == "torch":  # index tensors shared by every layer's reference attention
+            meta = ops.decode_meta(lengths, kv_bound or cache.k[0].shape[2])
         residual = None
         for block, k_cache, v_cache in zip(self.transformer.h, cache.k, cache.v, strict=True):
-            x, residual = block.forward_decode(x, residual, lengths, k_cache, v_cache, kv_bound)
+            x, residual = block.forward_decode(x, residual, lengths, k_cache, v_cache, kv_bound, meta)
         return self._logits(x, residual)
 
     # ---- bookkeeping ---------------------------------------------------------------------

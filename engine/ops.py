@@ -117,6 +117,14 @@ def linear(
     return y if residual is None else y + residual
 
 
+def decode_meta(lengths: torch.Tensor, kv_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-step index tensors the torch decode path shares across layers: rows, append positions and
+    the (B, kv_len) mask of positions each row may not see."""
+    rows = torch.arange(lengths.shape[0], device=lengths.device)
+    masked = torch.arange(kv_len, device=lengths.device) >= lengths[:, None]
+    return rows, lengths - 1, masked
+
+
 def decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -127,23 +135,25 @@ def decode_attention(
     *,
     backend: str = "torch",
     kv_bound: int | None = None,
+    meta: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One query token per row over a KV cache: q (B, H, D), caches (B, H, T, D), lengths (B,).
     ``k_new``/``v_new`` (B, H, D) are first written at position ``lengths - 1``. Row b attends to
-    positions [0, lengths[b]). The engine validated ``lengths`` already, so no host sync here."""
+    positions [0, lengths[b]). The engine validated ``lengths`` already, so no host sync here.
+    ``meta`` (torch backend) is ``decode_meta(lengths, kv_bound or T)``, computed once per step."""
     if backend == "triton":
         return _kernels().decode_attention(q, k_cache, v_cache, lengths, k_new=k_new, v_new=v_new, check_lengths=False)
     B, H, D = q.shape
+    if kv_bound is not None:  # eager only: skip cache positions no row has reached yet
+        kv_len = kv_bound
+    else:
+        kv_len = k_cache.shape[2]
+    rows, pos, masked = meta if meta is not None else decode_meta(lengths, kv_len)
     if k_new is not None:
-        rows = torch.arange(B, device=q.device)
-        pos = lengths - 1
         k_cache[rows, :, pos] = k_new  # advanced indices around a slice: (B, H, D) on both sides
         v_cache[rows, :, pos] = v_new
-    if kv_bound is not None:  # eager only: skip cache positions no row has reached yet
-        k_cache, v_cache = k_cache[:, :, :kv_bound], v_cache[:, :, :kv_bound]
-    T = k_cache.shape[2]
-    scores = torch.matmul(q.unsqueeze(2), k_cache.transpose(2, 3)).squeeze(2).float()  # (B, H, T)
-    masked = torch.arange(T, device=q.device) >= lengths[:, None]
+    k_cache, v_cache = k_cache[:, :, :kv_len], v_cache[:, :, :kv_len]
+    scores = torch.matmul(q.unsqueeze(2), k_cache.transpose(2, 3)).squeeze(2)  # (B, H, T)
     scores = scores.masked_fill_(masked[:, None, :], float("-inf")).mul_(D**-0.5)
-    p = torch.softmax(scores, dim=-1).to(v_cache.dtype)
+    p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v_cache.dtype)
     return torch.matmul(p.unsqueeze(2), v_cache).squeeze(2)  # (B, H, D)

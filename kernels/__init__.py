@@ -4,10 +4,16 @@ Each op validates its arguments (``ValueError``/``TypeError`` naming the argumen
 Triton kernels on CUDA tensors (or on CPU tensors under ``TRITON_INTERPRET=1``), and is a
 ``torch.library`` custom op with a fake implementation, so ``torch.compile(fullgraph=True)``
 traces it without graph breaks.
+
+``decode_attention`` (KV-cache flash-decoding, one query token per row) is inference-only: it has
+no autograd formula, and with ``k_new``/``v_new`` it writes the caches in place (the op declares
+them mutated), so a decode step's cache append and attention are one launch (two with the split
+merge).
 """
 
+from .decode_attention import decode_attention
 from .flash_attention import attention
 from .fused_linear import gelu_linear, linear
 from .layernorm import layer_norm
 
-__all__ = ["attention", "layer_norm", "gelu_linear", "linear"]
+__all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear"]
