@@ -233,19 +233,20 @@ def _runner_for(model, req: Request, cuda_graph: bool | None) -> DecodeRunner:
 _COLUMN_MAJOR = ("attn.c_attn.weight", "mlp.c_fc.weight", "transformer.wte.weight")
 
 
-def cpu_decode_layout(model) -> None:
-    """Store the c_attn, c_fc and tied embedding / LM-head weights column-major on CPU: same Parameter
-    objects and values, transposed strides (``p.data`` swapped, so optimizers keep their references).
-    With one token per row, MKL's GEMV streams a (K, N)-contiguous matrix 10-30% faster than the
-    (N, K) ``nn.Linear`` layout at these widths (the README's CPU table); c_proj is faster as it is.
-    Done once per model; outputs are unchanged and checkpoints are written contiguous as before."""
-    if getattr(model, "_cpu_decode_layout", False):
+def cpu_decode_layout(model, column_major: bool) -> None:
+    """Batch-1 CPU decoding: store the c_attn, c_fc and tied embedding / LM-head weights column-major
+    (same Parameter objects and values, transposed strides: ``p.data`` is swapped, so optimizers keep
+    their references). For one row MKL's GEMV streams a (K, N)-contiguous matrix 10-30% faster than
+    the (N, K) ``nn.Linear`` layout at these widths; c_proj is faster as it is. Batches of 2..16 rows
+    are faster on the row-major layout (``ops.decode_linear``), so ``column_major=False`` restores it.
+    A layout switch copies those weights once; outputs are unchanged; checkpoints are contiguous."""
+    if getattr(model, "_cpu_decode_layout", False) == column_major:
         return
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() == 2 and name.endswith(_COLUMN_MAJOR) and p.stride(0) != 1:
-                p.data = p.data.t().contiguous().t()
-    model._cpu_decode_layout = True
+            if p.dim() == 2 and name.endswith(_COLUMN_MAJOR):
+                p.data = p.data.t().contiguous().t() if column_major else p.data.contiguous()
+    model._cpu_decode_layout = column_major
 
 
 @contextlib.contextmanager
@@ -265,7 +266,7 @@ def run(model, req: Request, *, sync_every: int = SYNC_EVERY, cuda_graph: bool |
         return
     B, n = len(req.prompts), req.max_new_tokens
     if model.transformer.wte.weight.device.type == "cpu" and model.backend == "torch":
-        cpu_decode_layout(model)
+        cpu_decode_layout(model, column_major=len(req.prompts) == 1)
     with torch.inference_mode(), _eval(model):
         runner = _runner_for(model, req, cuda_graph)
         runner.busy = True

@@ -72,10 +72,11 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """One token per row: its key/value is appended at ``lengths - 1`` and it attends to [0, lengths)."""
         B, C = x.shape
-        q, k, v = self.c_attn(x).view(B, 3, self.n_head, self.head_dim).unbind(1)  # (B, nh, hd) views
+        qkv = ops.decode_linear(x, self.c_attn.weight, self.c_attn.bias, backend=self.backend)
+        q, k, v = qkv.reshape(B, 3, self.n_head, self.head_dim).unbind(1)  # (B, nh, hd)
         y = ops.decode_attention(q, k_cache, v_cache, lengths, k, v, backend=self.backend, kv_bound=kv_bound,
                                  meta=meta)
-        return self.c_proj(y.reshape(B, C))
+        return ops.decode_linear(y.reshape(B, C), self.c_proj.weight, self.c_proj.bias, backend=self.backend)
 
 
 class MLP(nn.Module):
@@ -89,6 +90,12 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = ops.gelu_linear(x, self.c_fc.weight, self.c_fc.bias, backend=self.backend)  # (B, T, 4C)
         return self.dropout(ops.linear(a, self.c_proj.weight, self.c_proj.bias, backend=self.backend))
+
+    def forward_decode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend != "torch":
+            return self.forward(x)  # fused Triton GEMM epilogues
+        a = F.gelu(ops.decode_linear(x, self.c_fc.weight, self.c_fc.bias), approximate="tanh")
+        return ops.decode_linear(a, self.c_proj.weight, self.c_proj.bias)
 
 
 class Block(nn.Module):
@@ -115,7 +122,7 @@ class Block(nn.Module):
     def forward_decode(self, x, residual, lengths, k_cache, v_cache, kv_bound=None, meta=None):
         a, h = self.ln_1(x, residual)
         a, h = self.ln_2(self.attn.forward_decode(a, lengths, k_cache, v_cache, kv_bound, meta), h)
-        return self.mlp(a), h
+        return self.mlp.forward_decode(a), h
 
 
 class GPT(nn.Module):
@@ -241,7 +248,9 @@ class GPT(nn.Module):
         residual = None
         for block, k_cache, v_cache in zip(self.transformer.h, cache.k, cache.v, strict=True):
             x, residual = block.forward_decode(x, residual, lengths, k_cache, v_cache, kv_bound, meta)
-        return self._logits(x, residual)
+        x, _ = self.transformer.ln_f(x, residual)
+        logits = ops.decode_linear(x, self.lm_head.weight, None, backend=self.backend)
+        return logits[..., : self.config.vocab_size]
 
     # ---- bookkeeping ---------------------------------------------------------------------
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:

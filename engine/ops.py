@@ -117,6 +117,22 @@ def linear(
     return y if residual is None else y + residual
 
 
+SMALL_BATCH = 16  # decode rows up to which the CPU weight-streaming GEMM form below wins
+
+
+def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, backend: str = "torch"
+                  ) -> torch.Tensor:
+    """A decode step's ``x @ weight.T + bias`` for x (M, K) with few rows. On CPU with 2..16 rows it
+    is computed as ``(weight @ x.T).T``: MKL then streams the (N, K) weight once instead of packing it
+    first (measured 1.5x faster at M = 8 on the project's 2-core CPU). Otherwise ``F.linear``."""
+    M = x.shape[0]
+    if backend == "torch" and x.device.type == "cpu" and x.dim() == 2 and 1 < M <= SMALL_BATCH \
+            and weight.is_contiguous():
+        out = torch.mm(weight, x.t()) if bias is None else torch.addmm(bias[:, None], weight, x.t())
+        return out.t()
+    return F.linear(x, weight, bias)
+
+
 def decode_meta(lengths: torch.Tensor, kv_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-step index tensors the torch decode path shares across layers: rows, append positions and
     the (B, kv_len) mask of positions each row may not see."""
