@@ -37,6 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", type=Path, default=None, help="write the report here")
     g.set_defaults(bench_func=_generate)
 
+    t = sub.add_parser("train", help="training tokens/s, step breakdown and MFU per backend (synthetic batches)")
+    t.add_argument("--preset", default=None, help="model preset (default: gpt2 on a GPU, cpu-demo on a CPU)")
+    t.add_argument("--batch", type=int, default=None, help="rows per step (default 16 on a GPU, 4 on a CPU)")
+    t.add_argument("--block-size", type=int, default=None, help="sequence length (default: the preset's)")
+    t.add_argument("--steps", type=int, default=10)
+    t.add_argument("--warmup", type=int, default=3)
+    t.add_argument("--backends", default="triton,torch,torch+compile",
+                   help="comma-separated: triton, torch, torch+compile")
+    t.add_argument("--json", type=Path, default=None, help="write the report here")
+    t.set_defaults(bench_func=_train)
+
 
 def _generate(args: argparse.Namespace) -> int:
     import torch
@@ -65,6 +76,23 @@ def _generate(args: argparse.Namespace) -> int:
                     repeats=args.repeats, hf=not args.no_hf)
     if args.json:
         print(f"wrote {gb.write_json(report, args.json)}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import train as tb
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    bad = [b for b in backends if b not in ("triton", "torch", "torch+compile", "triton+compile")]
+    if bad or args.steps < 1 or args.warmup < 0:
+        print(f"error: --backends takes triton, torch, torch+compile (got {bad}); --steps >= 1", file=sys.stderr)
+        return 2
+    print(tb.HEADER)
+    report = tb.run(args.preset, args.batch, args.block_size, args.steps, args.warmup, backends)
+    if args.json:
+        from .generate import write_json
+
+        print(f"wrote {write_json(report, args.json)}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def _cmd_assets(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(preset=args.preset, batch=args.batch)
+    run_demo(out=args.out, data=args.data, config=args.config, iters=args.iters)
     return 0
 
 
@@ -47,6 +48,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from tritongpt.bench.cli import main as bench_main
 
     return bench_main(args)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import main as prepare_main
+
+    return prepare_main(args)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import main as train_main
+
+    return train_main(args)
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
@@ -89,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(s)
     s.set_defaults(func=_cmd_inspect)
 
+    s = sub.add_parser("prepare", help="tokenize a corpus (shakespeare, text, .jsonl, .jsonl.zst) into shards")
+    from .prepare import add_arguments as add_prepare_arguments
+
+    add_prepare_arguments(s)
+    s.set_defaults(func=_cmd_prepare)
+
+    s = sub.add_parser("train", help="train a GPT from a run config (DDP under torchrun), with exact resume")
+    s.add_argument("--config", required=True, type=Path, help="run config TOML ([model], [data], [train])")
+    s.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, metrics.jsonl, loss.png")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
+    s.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+    s.set_defaults(func=_cmd_train)
+
     s = sub.add_parser("generate", help="generate text with the KV cache (streaming, sampling, stop strings)")
     from .generate_cli import add_arguments as add_generate_arguments
 
@@ -101,9 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(s)
     s.set_defaults(func=_cmd_bench)
 
-    s = sub.add_parser("demo", help="the end-to-end demo that `make demo` runs")
-    s.add_argument("--preset", default="cpu-demo")
-    s.add_argument("--batch", type=int, default=4)
+    s = sub.add_parser("demo", help="the main job `make demo` runs: prepare Shakespeare, train, sample")
+    s.add_argument("--out", default="out/demo", help="run folder (replaced on each demo run)")
+    s.add_argument("--data", default="out/data/shakespeare-char", help="prepared data folder (reused)")
+    s.add_argument("--config", default=None, help="run config name (default: shakespeare-char[-gpu])")
+    s.add_argument("--iters", type=int, default=None, help="override train.max_iters")
     s.set_defaults(func=_cmd_demo)
     return p
 

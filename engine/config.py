@@ -96,7 +96,7 @@ def preset_names() -> list[str]:
     for entry in root.iterdir():
         if entry.name.endswith(".toml"):
             data = tomllib.loads(entry.read_text(encoding="utf-8"))
-            if "model" in data:
+            if "model" in data and "train" not in data:  # run configs (train) are not model presets
                 out.append(entry.name[: -len(".toml")])
     return sorted(out)
 

@@ -1,21 +1,22 @@
-"""``make demo``: what exists end to end, on whatever machine this is.
+"""``make demo``: the main job. Prepare Shakespeare, train a character-level GPT, report, sample.
 
-Environment report -> a model from a preset and its parameter count -> real text (Shakespeare,
-GPT-2 BPE) -> a forward pass and the loss, timed.
+On a CPU: ``configs/shakespeare-char.toml`` (nanoGPT's CPU recipe shape: 4 layers, 4 heads, 128 wide,
+context 64), a couple of minutes on 2 cores. On a GPU: ``configs/shakespeare-char-gpu.toml`` (6 layers,
+384 wide, context 256, bf16, the Triton backend). Prints the environment, the data, the final
+validation loss and the wall time, a sample from the KV-cache generator, and where the loss curve is.
 """
 
 from __future__ import annotations
 
-import math
+import shutil
 import time
+from pathlib import Path
 
 import torch
 
-from . import assets
 from .config import GPTConfig
 from .envinfo import environment, format_environment
 from .model import GPT
-from .tokenizer import GPT2Tokenizer
 
 
 def count_preset(name: str) -> int:
@@ -24,63 +25,61 @@ def count_preset(name: str) -> int:
         return GPT(GPTConfig.from_preset(name)).num_parameters()
 
 
-def run_demo(preset: str = "cpu-demo", batch: int = 4, seed: int = 1337) -> dict:
+def _config_path(name: str) -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("tritongpt.configs") / f"{name}.toml"))
+
+
+def run_demo(out: str | Path = "out/demo", data: str | Path = "out/data/shakespeare-char",
+             config: str | None = None, iters: int | None = None) -> dict:
+    from .generation import generate
+    from .prepare import main as prepare_main
+    from .train_config import load_run_config
+    from .train_loop import run_loop
+
     print("== environment")
     print(format_environment(environment()))
+    gpu = torch.cuda.is_available()
+    config = config or ("shakespeare-char-gpu" if gpu else "shakespeare-char")
 
-    print("\n== model presets (parameters, tied LM head counted once)")
-    for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
-        print(f"  {name:<12} {count_preset(name):>14,}")
+    print("\n== data: the complete works of Shakespeare (verified), character tokenizer")
+    import argparse
 
-    torch.manual_seed(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = GPT.from_preset(preset).to(device)
-    cfg = model.config
-    print(f"\n== model '{preset}': {model.num_parameters():,} parameters, {cfg.n_layer} layers, "
-          f"{cfg.n_head} heads, width {cfg.n_embd}, context {cfg.block_size}, backend {model.backend}, {device}")
+    from .prepare import add_arguments
 
-    print("\n== data: Shakespeare (verified), GPT-2 BPE")
-    text = assets.fetch_shakespeare().read_text(encoding="utf-8")
-    tok = GPT2Tokenizer()
-    sample = text[:200_000]
-    ids = tok.encode(sample)
-    print(f"  {len(text):,} characters in the corpus; first {len(sample):,} -> {len(ids):,} tokens")
-    print(f"  'Hello world' -> {tok.encode('Hello world')}")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    if prepare_main(p.parse_args(["--source", "shakespeare", "--tokenizer", "char", "--out", str(data)])) != 0:
+        raise SystemExit("prepare failed")
 
-    T = cfg.block_size
-    g = torch.Generator().manual_seed(seed)
-    data = torch.tensor(ids, dtype=torch.long)
-    starts = torch.randint(0, len(data) - T - 1, (batch,), generator=g)
-    x = torch.stack([data[s: s + T] for s in starts]).to(device)
-    y = torch.stack([data[s + 1: s + T + 1] for s in starts]).to(device)
+    sets = [f'data.dir="{Path(data).as_posix()}"'] + ([f"train.max_iters={iters}"] if iters else [])
+    run = load_run_config(_config_path(config), sets)
+    cfg = {**run.model}
+    t = run.train
+    print(f"\n== training '{config}': {cfg.get('n_layer')} layers, {cfg.get('n_head')} heads, width "
+          f"{cfg.get('n_embd')}, context {cfg.get('block_size')}; batch {t.batch_size} x {t.grad_accum}, "
+          f"{t.max_iters} steps, lr {t.lr} -> {t.min_lr}, {'GPU' if gpu else 'CPU'}")
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)  # the demo always starts a fresh run in its own folder
+    t0 = time.perf_counter()
+    result = run_loop(run, out)
+    elapsed = time.perf_counter() - t0
 
-    model.eval()
-    with torch.no_grad():
-        model(x[:1, :8])  # warm-up
-        t0 = time.perf_counter()
-        logits, loss = model(x, y)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-    print(f"\n== forward pass: batch {batch} x {T} tokens -> logits {tuple(logits.shape)} in {dt * 1e3:.1f} ms "
-          f"({batch * T / dt:,.0f} tokens/s, {device.upper()})")
-    print(f"  loss {loss.item():.4f} (an untrained model should be near ln({cfg.vocab_size}) = "
-          f"{math.log(cfg.vocab_size):.4f})")
+    from .train_checkpoint import list_checkpoints
 
-    # The same weights through the hand-written kernels (natively on a GPU; on the Triton CPU
-    # interpreter otherwise, which is slow, so a shorter slice there).
-    other = "torch" if model.backend == "triton" else "triton"
-    n = T if device == "cuda" else min(T, 64)
-    print(f"\n== backend '{other}' vs '{model.backend}', same weights, 1 x {n} tokens"
-          + ("" if device == "cuda" else " (Triton interpreter on CPU: correctness, not speed)"))
-    with torch.no_grad():
-        ref_logits, ref_loss = model(x[:1, :n], y[:1, :n])
-        model.backend = other
-        t0 = time.perf_counter()
-        alt_logits, alt_loss = model(x[:1, :n], y[:1, :n])
-        dt = time.perf_counter() - t0
-        model.backend = "auto"
-    diff = (alt_logits.float() - ref_logits.float()).abs().max().item()
-    print(f"  loss {alt_loss.item():.6f} vs {ref_loss.item():.6f}; max |logit difference| {diff:.2e}; "
-          f"{dt * 1e3:.0f} ms")
-    return {"loss": loss.item(), "params": model.num_parameters(), "backend_max_diff": diff}
+    model = GPT.from_pretrained(list_checkpoints(out)[-1][1]).eval()
+    if gpu:
+        model = model.to("cuda", torch.bfloat16)
+    from .data import TokenDataset
+
+    tok = TokenDataset(data, "train").tokenizer
+    prompt = tok.encode("ROMEO:\n")
+    text = tok.decode(generate(model, [prompt], 300, temperature=0.8, top_k=50, seed=0)[0])
+    print(f"\n== result: val loss {result['val_loss']:.4f} after {result['step']} steps, {elapsed:.0f} s "
+          f"(training, evaluations and samples)")
+    print(f"   loss curve: {out / 'loss.png'}   metrics: {out / 'metrics.jsonl'}   checkpoint: "
+          f"{list_checkpoints(out)[-1][1]}")
+    print("\n== sample (KV-cache generator, temperature 0.8, top-k 50)\nROMEO:\n" + text)
+    return {"val_loss": result["val_loss"], "seconds": elapsed, "steps": result["step"]}

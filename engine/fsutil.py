@@ -16,7 +16,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or unlink in ``path`` durable (best effort)."""
     with contextlib.suppress(OSError):  # not every filesystem lets us open a directory
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -25,21 +26,26 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def temp_file(folder: str | Path, prefix: str) -> Path:
+    """A new empty ``prefix*.tmp`` file in ``folder`` with ordinary permissions (mkstemp makes 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success fsync it and rename it onto ``dest``."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; the result is an ordinary file
+    tmp_path = temp_file(dest.parent, f".{dest.name}.")
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -73,7 +79,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             os.replace(dest, old)
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -265,7 +265,8 @@ def run(model, req: Request, *, sync_every: int = SYNC_EVERY, cuda_graph: bool |
     if req.max_new_tokens == 0:
         return
     B, n = len(req.prompts), req.max_new_tokens
-    if model.transformer.wte.weight.device.type == "cpu" and model.backend == "torch":
+    if model.transformer.wte.weight.device.type == "cpu" and model.backend == "torch" and not model.training:
+        # (a model in training mode, e.g. sampling inside a training run, keeps its layout)
         cpu_decode_layout(model, column_major=len(req.prompts) == 1)
     with torch.inference_mode(), _eval(model):
         runner = _runner_for(model, req, cuda_graph)

@@ -143,16 +143,22 @@ def load_pretrained(path: str | Path, **overrides: Any):
     return model
 
 
-def save_checkpoint(model, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into ``path``, atomically as a folder."""
+def write_model_files(model, folder: str | Path, extra: dict[str, Any] | None = None) -> None:
+    """``model.safetensors`` + ``config.json`` into an existing (temporary) folder."""
     from safetensors.torch import save_file
 
-    dest = Path(path)
+    folder = Path(folder)
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     meta = {"format": "tritongpt", "version": 1, "model": model.config.to_dict(), **(extra or {})}
+    save_file(sd, str(folder / WEIGHTS_FILE), metadata={"format": "tritongpt"})
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def save_checkpoint(model, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` into ``path``, atomically as a folder."""
+    dest = Path(path)
     with atomic_dir(dest) as tmp:
-        save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "tritongpt"})
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        write_model_files(model, tmp, extra)
     return dest
 
 

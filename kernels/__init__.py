@@ -11,9 +11,18 @@ them mutated), so a decode step's cache append and attention are one launch (two
 merge).
 """
 
-from .decode_attention import decode_attention
-from .flash_attention import attention
-from .fused_linear import gelu_linear, linear
-from .layernorm import layer_norm
+if __name__ == "tritongpt.kernels":
+    from .decode_attention import decode_attention
+    from .flash_attention import attention
+    from .fused_linear import gelu_linear, linear
+    from .layernorm import layer_norm
 
-__all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear"]
+    __all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear"]
+else:
+    # Imported as a top-level ``kernels`` because the repository root is on sys.path (``python -m``
+    # from the checkout). transformers does exactly that when it probes for the unrelated PyPI
+    # package ``kernels``. Importing the ops here would register every ``tritongpt::`` custom op a
+    # second time with new Python functions, which corrupted dispatch and crashed the process
+    # (tests/test_interpreter.py::test_top_level_kernels_import_is_inert). Stay an empty module.
+    __all__ = []
+    __version__ = "N/A"

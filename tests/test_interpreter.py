@@ -74,3 +74,18 @@ def test_bf16_cast_needs_the_patch_and_the_patch_rounds_to_nearest_even():
     y = torch.empty(128, dtype=torch.bfloat16)
     _cast_kernel[(1,)](nan_in, y, BLOCK=128)
     assert torch.isnan(y[0]) and torch.equal(y[1:], nan_in[1:].bfloat16())
+
+
+def test_top_level_kernels_import_is_inert(monkeypatch):
+    """transformers probes for the PyPI package ``kernels`` by importing it; with the checkout on
+    sys.path that finds this repository's kernels/ folder. It must not register the custom ops again."""
+    import importlib
+    import pathlib
+    import sys
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    monkeypatch.syspath_prepend(root)
+    monkeypatch.delitem(sys.modules, "kernels", raising=False)
+    stray = importlib.import_module("kernels")
+    assert stray.__all__ == [] and not any(m.startswith("kernels.") for m in sys.modules)
+    monkeypatch.delitem(sys.modules, "kernels")

@@ -1,0 +1,158 @@
+"""The training loop: AdamW, warmup + cosine LR, clipping, accumulation, autocast, DDP, checkpoints.
+
+Data: every optimizer step draws its global batch (``batch_size`` x world size rows per micro-step)
+from a generator seeded by (seed, step, micro-step); rank r takes rows [r*B, (r+1)*B). So each rank's
+stream is disjoint from the others', a single process with the same global batch sees exactly the
+same rows as a DDP job, and the data position of a checkpoint is simply its step: ``--resume``
+continues with the very batches the uninterrupted run would have drawn. Dropout draws from the
+global RNG, whose state is checkpointed too, so a resumed CPU run repeats the uninterrupted losses.
+
+MFU = flops_per_token (6N + 6LTC, forward + backward, ``GPT.flops_per_token``) x tokens/s per GPU /
+the GPU's dense bf16 peak from ``bench/devices.py``; an unknown GPU gets ``null``, a CPU run none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .train_config import RunConfig
+from .weights import CheckpointError
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite loss with nan_policy=stop, existing run without --resume)."""
+
+
+def lr_at(step: int, t) -> float:
+    """Linear warmup to ``lr`` over ``warmup_iters``, then cosine down to ``min_lr`` at ``lr_decay_iters``."""
+    if t.warmup_iters and step < t.warmup_iters:
+        return t.lr * (step + 1) / t.warmup_iters
+    end = t.lr_decay_iters or t.max_iters
+    if step >= end:
+        return t.min_lr
+    frac = (step - t.warmup_iters) / max(1, end - t.warmup_iters)
+    return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * frac)) * (t.lr - t.min_lr)
+
+
+def make_optimizer(model, t, device: torch.device) -> torch.optim.AdamW:
+    """Weight decay on matrices (>= 2-D) only: not on biases, LayerNorm gains or... the embeddings'
+    rows are matrices and decay like GPT-2's. Fused AdamW on CUDA."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kw = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), **kw)
+
+
+def batch_rows(n_tokens: int, T: int, rows: int, seed: int, step: int, micro: int) -> torch.Tensor:
+    """Window starts of one global micro-batch: a function of (seed, step, micro) only."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + micro) % (2**63))
+    return torch.randint(0, n_tokens - T, (rows,), generator=g)
+
+
+class Windows:
+    """(x, y) int64 batches of T-token windows from a token dataset (``TokenDataset``)."""
+
+    def __init__(self, ds, T: int) -> None:
+        if len(ds) < T + 2:
+            raise ValueError(f"data: {len(ds)} tokens in the {ds.split} split, fewer than block_size + 2 = {T + 2}")
+        self.ds, self.T = ds, T
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def get(self, starts: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+
+        w = np.stack([self.ds.window(int(s), self.T + 1) for s in starts.tolist()]).astype(np.int64)
+        xy = torch.from_numpy(w)
+        x, y = xy[:, :-1], xy[:, 1:]
+        if device.type == "cuda":
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x.contiguous(), y.contiguous()
+
+
+def _dist() -> tuple[int, int, int]:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+
+
+class _Stop:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and exits 0."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Stop:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _rng_state() -> dict[str, Any]:
+    st = {"rng_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["rng_cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["rng_cpu"])
+    if torch.cuda.is_available() and "rng_cuda" in st:
+        with contextlib.suppress(RuntimeError):  # fewer GPUs than when saved
+            torch.cuda.set_rng_state_all(st["rng_cuda"])
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """On resume, drop lines of steps after the checkpoint (the interrupted run logged them)."""
+    from .fsutil import atomic_write_text
+
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()
+            and json.loads(ln).get("step", 0) <= last_step]
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def train(run: RunConfig, out: str | Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+    from .train_loop import run_loop
+
+    return run_loop(run, Path(out), resume=resume, quiet=quiet)
+
+
+def main(args) -> int:
+    from .train_config import load_run_config
+
+    try:
+        run = load_run_config(args.config, args.set)
+        result = train(run, args.out, resume=args.resume, quiet=args.quiet)
+    except (ValueError, CheckpointError, TrainingError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if result.get("stopped_by"):
+        print(f"stopped by {result['stopped_by']}: checkpoint saved at step {result['step']}", file=sys.stderr)
+    return 0
+
+
+def _now() -> float:
+    return time.perf_counter()

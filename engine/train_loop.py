@@ -1,0 +1,249 @@
+"""``run_loop``: one training run from a ``RunConfig`` (see ``train.py`` for the data and MFU rules)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import train_checkpoint as ckpt
+from .train import (
+    TrainingError,
+    Windows,
+    _dist,
+    _rng_state,
+    _set_rng_state,
+    _Stop,
+    _truncate_metrics,
+    batch_rows,
+    lr_at,
+    make_optimizer,
+)
+from .train_config import RunConfig
+
+
+def _log(quiet: bool, rank: int, msg: str) -> None:
+    if not quiet and rank == 0:
+        print(msg, flush=True)
+
+
+def _build_model(run: RunConfig, vocab_size: int, device: torch.device):
+    from .config import GPTConfig
+    from .model import GPT
+
+    t = run.train
+    model_cfg = {"vocab_size": vocab_size, **run.model}
+    if t.init_from:
+        model = GPT.from_pretrained(t.init_from, **{k: v for k, v in run.model.items() if k in ("dropout", "backend")})
+        if model.config.vocab_size < vocab_size:
+            raise ValueError(f"train.init_from: the model has {model.config.vocab_size} tokens, the data needs "
+                             f"{vocab_size}")
+    else:
+        model = GPT(GPTConfig.from_dict(model_cfg))
+    model = model.to(device)
+    model.backend = t.backend
+    return model
+
+
+def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+    from tritongpt.bench.devices import lookup
+
+    from .data import TokenDataset
+
+    t = run.train
+    rank, world, local_rank = _dist()
+    if t.device == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(t.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    autocast = (t.dtype == "bfloat16") or (t.dtype == "auto" and device.type == "cuda")
+
+    torch.manual_seed(t.seed)  # model init and dropout; identical on every rank
+    train_ds, val_ds = TokenDataset(run.data, "train"), TokenDataset(run.data, "val")
+    model = _build_model(run, train_ds.vocab_size, device)
+    T = model.config.block_size
+    train_w, val_w = Windows(train_ds, T), Windows(val_ds, T)
+    optimizer = make_optimizer(model, t, device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    start = 0
+    existing = ckpt.list_checkpoints(out)
+    if resume and existing:
+        state = ckpt.load(existing[-1][1], model, optimizer)
+        start = int(state["step"])
+        _set_rng_state(state)
+        if rank == 0:
+            _truncate_metrics(metrics_path, start)
+        _log(quiet, rank, f"resumed from {existing[-1][1]} at step {start}")
+    elif existing:
+        raise TrainingError(f"{out} already has checkpoints (newest {existing[-1][1].name}): pass --resume to "
+                            "continue it, or choose a new --out")
+    elif rank == 0 and metrics_path.exists():
+        metrics_path.unlink()
+
+    raw_model = model
+    if t.compile:
+        model = torch.compile(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    meta = {"tokenizer": train_ds.tokenizer_meta, "run": run.to_dict()}
+    peak = lookup(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    flops_tok = raw_model.flops_per_token(T)
+    rows = t.batch_size * world
+    tokens_per_step = rows * t.grad_accum * T
+    val_starts = torch.randint(0, len(val_w) - T, (t.eval_iters * t.batch_size,),
+                               generator=torch.Generator().manual_seed(t.seed + 1))
+    ckpt_every = t.ckpt_interval or t.eval_interval
+
+    def evaluate() -> float:
+        raw_model.eval()
+        total = 0.0
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            for chunk in val_starts.split(t.batch_size):
+                x, y = val_w.get(chunk, device)
+                total += raw_model(x, y)[1].item() * len(chunk)
+        raw_model.train()
+        loss = total / len(val_starts)
+        if world > 1:  # same windows on every rank; average anyway so every rank reports one number
+            import torch.distributed as dist
+
+            v = torch.tensor([loss], device=device)
+            dist.all_reduce(v)
+            loss = v.item() / world
+        return loss
+
+    def save(step: int) -> Path | None:
+        if rank != 0:
+            return None
+        return ckpt.save(out, raw_model, optimizer, step, _rng_state(), meta, t.keep_last)
+
+    def write_metrics(rec: dict[str, Any]) -> None:
+        if rank == 0:
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    progress = None
+    if not quiet and rank == 0:
+        from tqdm import tqdm
+
+        progress = tqdm(total=t.max_iters, initial=start, unit="step", dynamic_ncols=True)
+
+    model.train()
+    result: dict[str, Any] = {"step": start, "stopped_by": None, "val_loss": None}
+    last_good = start
+    t_last = time.perf_counter()
+    with _Stop() as stop:
+        step = start
+        while step < t.max_iters:
+            lr = lr_at(step, t)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(t.grad_accum):
+                starts = batch_rows(len(train_w), T, rows, t.seed, step, micro)[rank * t.batch_size:
+                                                                               (rank + 1) * t.batch_size]
+                x, y = train_w.get(starts, device)
+                sync = micro == t.grad_accum - 1
+                ctx = model.no_sync() if world > 1 and not sync else contextlib.nullcontext()
+                with ctx, torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+                    _, loss = model(x, y)
+                (loss / t.grad_accum).backward()
+                loss_sum += loss.detach()
+            train_loss = loss_sum / t.grad_accum
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(train_loss)
+                train_loss /= world
+            train_loss = train_loss.item()
+            if not math.isfinite(train_loss):
+                optimizer.zero_grad(set_to_none=True)
+                if t.nan_policy == "stop":
+                    raise TrainingError(f"non-finite training loss ({train_loss}) at step {step}; the last good "
+                                        f"checkpoint (step {last_good}) is intact. Lower train.lr, or set "
+                                        "train.nan_policy=\"skip\" to skip such steps")
+                _log(quiet, rank, f"step {step}: non-finite loss, step skipped")
+                step += 1
+                continue
+            grad_norm = None
+            if t.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip).item()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            tps = tokens_per_step / (now - t_last)
+            rec: dict[str, Any] = {"step": step, "train_loss": train_loss, "lr": lr, "tokens_per_s": tps}
+            if grad_norm is not None:
+                rec["grad_norm"] = grad_norm
+            if device.type == "cuda":
+                rec["mfu"] = flops_tok * tps / world / (peak.bf16_tflops * 1e12) if peak else None
+            if step % t.eval_interval == 0 or step == t.max_iters:
+                val = evaluate()
+                rec["val_loss"], rec["val_ppl"] = val, math.exp(min(val, 50.0))
+                result["val_loss"] = val
+                _log(quiet, rank, f"\nstep {step}: train {train_loss:.4f}  val {val:.4f}  (ppl {rec['val_ppl']:.2f})")
+                if t.sample_tokens and rank == 0:
+                    _log(quiet, rank, _sample(raw_model, train_ds, t))
+            if step % t.log_interval == 0 or "val_loss" in rec:
+                write_metrics(rec)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+            if step % ckpt_every == 0 or step == t.max_iters:
+                save(step)
+                last_good = step
+            if stop.signal is not None:
+                if last_good != step:
+                    save(step)
+                result["stopped_by"] = "SIGINT" if stop.signal == 2 else "SIGTERM"
+                break
+            t_last = time.perf_counter()  # evaluation, sampling and checkpoints are not training time
+        result["step"] = step
+    if progress is not None:
+        progress.close()
+    if rank == 0 and t.plot and result["stopped_by"] is None:
+        from .train_plot import plot_metrics
+
+        result["plot"] = str(plot_metrics(metrics_path, out / "loss.png"))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return result
+
+
+def _sample(model, ds, t) -> str:
+    from .generation import generate
+    from .tokenizer import tokenizer_from_dict
+
+    tok = tokenizer_from_dict(ds.tokenizer_meta)
+    try:
+        prompt = tok.encode(t.sample_prompt) or [0]
+    except ValueError:
+        prompt = [0]
+    n = min(t.sample_tokens, model.config.block_size - len(prompt))
+    if n < 1:
+        return ""
+    was = model.backend
+    out = generate(model, [prompt], n, temperature=0.8, top_k=200, seed=t.seed)[0]
+    model.backend = was
+    return "--- sample ---\n" + t.sample_prompt + tok.decode(out) + "\n--------------"

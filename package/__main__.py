@@ -1,0 +1,7 @@
+"""``python -m tritongpt ...`` == the ``tritongpt`` command (``torchrun --nproc_per_node=N -m tritongpt train``)."""
+
+import sys
+
+from tritongpt.engine.cli import main
+
+sys.exit(main())
