@@ -17,7 +17,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 .PHONY: demo test test-slow install assets lint clean help inspect baseline
 
 help:
-	@echo "make demo   - environment report, model, real text, forward pass and loss"
+	@echo "make demo   - the main job: prepare Shakespeare, train a char GPT, val loss, loss curve, sample"
 	@echo "make test   - lint + the test suite (kernels on the Triton interpreter without a GPU) + the speed gate"
 	@echo "make inspect  - compile-only report of every kernel variant for sm_80/sm_89/sm_90a + traffic"
 	@echo "make baseline - rewrite bench/baselines/triton-<version>.json from the current kernels"

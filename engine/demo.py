@@ -75,8 +75,14 @@ def run_demo(out: str | Path = "out/demo", data: str | Path = "out/data/shakespe
     from .data import TokenDataset
 
     tok = TokenDataset(data, "train").tokenizer
-    prompt = tok.encode("ROMEO:\n")
-    text = tok.decode(generate(model, [prompt], 300, temperature=0.8, top_k=50, seed=0)[0])
+    ctx = tok.encode("ROMEO:\n")
+    out_ids: list[int] = []
+    block = model.config.block_size
+    while len(out_ids) < 300:  # the context is short: slide it, keeping the last half as the prompt
+        prompt = (ctx + out_ids)[-(block // 2):]
+        n = min(300 - len(out_ids), block - len(prompt))
+        out_ids += generate(model, [prompt], n, temperature=0.8, top_k=50, seed=len(out_ids))[0]
+    text = tok.decode(out_ids)
     print(f"\n== result: val loss {result['val_loss']:.4f} after {result['step']} steps, {elapsed:.0f} s "
           f"(training, evaluations and samples)")
     print(f"   loss curve: {out / 'loss.png'}   metrics: {out / 'metrics.jsonl'}   checkpoint: "
