@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: bfloat16 on CUDA, float32 on CPU")
     g.add_argument("--backend", choices=["auto", "torch", "triton"], default="auto")
     g.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
+    g.add_argument("--compile", action="store_true", help="also time the decode step under torch.compile")
     g.add_argument("--json", type=Path, default=None, help="write the report here")
     g.set_defaults(bench_func=_generate)
 
@@ -73,7 +74,7 @@ def _generate(args: argparse.Namespace) -> int:
           f"{args.new_tokens} new tokens, greedy")
     print(gb.HEADER)
     report = gb.run(model, batches=args.batch, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-                    repeats=args.repeats, hf=not args.no_hf)
+                    repeats=args.repeats, hf=not args.no_hf, compile=args.compile)
     if args.json:
         print(f"wrote {gb.write_json(report, args.json)}")
     return 0

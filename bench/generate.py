@@ -108,24 +108,24 @@ def _quantile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
 
 
-def time_ours(model, prompts: list[list[int]], n: int, repeats: int) -> dict[str, Any]:
+def time_ours(model, prompts: list[list[int]], n: int, repeats: int, compile: bool = False) -> dict[str, Any]:
     from tritongpt.engine import generate, stream
 
     dev = model.transformer.wte.weight.device
-    generate(model, prompts, n, temperature=0)  # warm-up: graph capture, autotuning, allocator
+    generate(model, prompts, n, temperature=0, compile=compile)  # warm-up: capture, autotune, compile
     ttfts, itls, e2e = [], [], []
     for _ in range(repeats):
         _sync(dev)
         t0 = time.perf_counter()
         marks = []
-        for row, _tok in stream(model, prompts, n, temperature=0):
+        for row, _tok in stream(model, prompts, n, temperature=0, compile=compile):
             if row == 0:
                 marks.append(time.perf_counter())
         ttfts.append(marks[0] - t0)
         itls += [b - a for a, b in zip(marks, marks[1:], strict=False)]
         _sync(dev)
         t0 = time.perf_counter()
-        generate(model, prompts, n, temperature=0)
+        generate(model, prompts, n, temperature=0, compile=compile)
         _sync(dev)
         e2e.append(time.perf_counter() - t0)
     return dict(ttft=statistics.median(ttfts), itls=itls, e2e=statistics.median(e2e))
@@ -200,7 +200,7 @@ def _result(provider, B, P, n, t, nbytes, bw, launches=(None, None, None)) -> Ge
 
 
 def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats: int = 3,
-        hf: bool = True, seed: int = 0, progress=print) -> dict[str, Any]:
+        hf: bool = True, seed: int = 0, compile: bool = False, progress=print) -> dict[str, Any]:
     dev = model.transformer.wte.weight.device
     bw = streaming_read_bandwidth(dev)
     progress(f"streaming read on {device_name(dev)}: sum {bw['sum_gbs']:.1f} GB/s, GEMV {bw['gemv_gbs']:.1f} GB/s")
@@ -221,6 +221,10 @@ def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats:
         results.append(_result(f"tritongpt[{model.backend}]", B, prompt_len, new_tokens,
                                time_ours(model, prompts, new_tokens, repeats), nbytes, bw, launches))
         progress(format_row(results[-1]))
+        if compile:
+            results.append(_result(f"tritongpt[{model.backend}+compile]", B, prompt_len, new_tokens,
+                                   time_ours(model, prompts, new_tokens, repeats, compile=True), nbytes, bw, launches))
+            progress(format_row(results[-1]))
         if hf_model is not None:
             results.append(_result("transformers", B, prompt_len, new_tokens,
                                    time_hf(hf_model, prompts, new_tokens, repeats), nbytes, bw))

@@ -40,6 +40,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="default: bfloat16 on CUDA, float32 on CPU")
     s.add_argument("--backend", choices=["auto", "torch", "triton"], default="auto")
     s.add_argument("--no-cuda-graph", action="store_true", help="decode eagerly on CUDA")
+    s.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start, faster tokens)")
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -129,7 +130,8 @@ def main(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         t_first = t_last = None
         prev = len(group)
-        it = stream(model, [prompts[i] for i in group], args.max_new_tokens, cuda_graph=graph, **kw)
+        it = stream(model, [prompts[i] for i in group], args.max_new_tokens, cuda_graph=graph, compile=args.compile,
+                    **kw)
         for row, token in it:
             if row <= prev:  # a new decode step (rows arrive in order within a step)
                 t_last = time.perf_counter()

@@ -228,3 +228,9 @@ def test_kv_cache_layout():
 def test_sampling_params_greedy_flag():
     assert SamplingParams(temperature=0).validate().greedy
     assert not SamplingParams(repetition_penalty=1.0).uses_presence
+
+
+def test_compiled_decode_step_matches_eager():
+    m = tiny()
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    assert generate(m, prompts, 10, temperature=0, compile=True) == generate(m, prompts, 10, temperature=0)
