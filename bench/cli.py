@@ -38,6 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", type=Path, default=None, help="write the report here")
     g.set_defaults(bench_func=_generate)
 
+    c = sub.add_parser("compare", help="compare two result files: median ratio + Mann-Whitney U; exit 1 on a "
+                       "significant regression beyond the threshold")
+    c.add_argument("base", type=Path, help="baseline result JSON (tritongpt-bench/1)")
+    c.add_argument("new", type=Path, help="new result JSON")
+    c.add_argument("--threshold", default="5%", help="smallest slowdown that counts (5%% or 0.05)")
+    c.add_argument("--alpha", type=float, default=0.01, help="significance level of the U test")
+    c.set_defaults(bench_func=_compare)
+
     t = sub.add_parser("train", help="training tokens/s, step breakdown and MFU per backend (synthetic batches)")
     t.add_argument("--preset", default=None, help="model preset (default: gpt2 on a GPU, cpu-demo on a CPU)")
     t.add_argument("--batch", type=int, default=None, help="rows per step (default 16 on a GPU, 4 on a CPU)")
@@ -78,6 +86,12 @@ def _generate(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {gb.write_json(report, args.json)}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import main as compare_main
+
+    return compare_main(args.base, args.new, args.threshold, args.alpha)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -1,0 +1,115 @@
+"""``tritongpt bench compare BASE.json NEW.json [--threshold 5%]``: regressions that are real.
+
+Result files (``tritongpt-bench/1``) hold an ``environment`` (gpu, torch, triton, commit, ...) and
+``benchmarks``: ``{"name": ..., "samples": [seconds, ...]}`` with every raw sample kept. Per benchmark
+present in both: the ratio of medians (new / base) and a one-sided Mann-Whitney U test (scipy) of
+"new is slower". A regression is significant (p < alpha, default 0.01) AND beyond the threshold; an
+improvement likewise in the other direction. Exit 1 on any regression; a table is printed either way,
+with a warning when the two files come from different GPUs or software versions.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "tritongpt-bench/1"
+_ENV_KEYS = ("gpu", "device", "torch", "triton", "cuda", "driver")
+
+
+@dataclass
+class Comparison:
+    name: str
+    base_median: float
+    new_median: float
+    ratio: float  # new / base: > 1 is slower
+    p_slower: float
+    p_faster: float
+    verdict: str  # "regression", "improvement", "same"
+
+
+def parse_threshold(text: str | float) -> float:
+    """``5%`` or ``0.05`` -> 0.05."""
+    s = str(text).strip()
+    try:
+        value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    except ValueError as e:
+        raise ValueError(f"--threshold: expected a percentage like 5% or a fraction like 0.05, got {text!r}") from e
+    if not 0 <= value < 10:
+        raise ValueError(f"--threshold: expected 0%..1000%, got {text!r}")
+    return value
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable JSON result file ({e})") from e
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: expected a {SCHEMA!r} result file (got schema {data.get('schema')!r})"
+                         if isinstance(data, dict) else f"{path}: expected a JSON object")
+    for i, b in enumerate(data.get("benchmarks", [])):
+        samples = b.get("samples") if isinstance(b, dict) else None
+        if not isinstance(b, dict) or not isinstance(b.get("name"), str) or not isinstance(samples, list) or \
+                len(samples) < 2 or not all(isinstance(x, (int, float)) and x > 0 for x in samples):
+            raise ValueError(f"{path}: benchmarks[{i}] needs a name and >= 2 positive samples")
+    return data
+
+
+def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, alpha: float = 0.01
+            ) -> tuple[list[Comparison], list[str]]:
+    """Per-benchmark comparisons and warnings (environment differences, missing benchmarks)."""
+    from scipy.stats import mannwhitneyu
+
+    warnings = []
+    be, ne = base.get("environment", {}), new.get("environment", {})
+    for k in _ENV_KEYS:
+        if be.get(k) != ne.get(k):
+            warnings.append(f"environment differs: {k} {be.get(k)!r} vs {ne.get(k)!r}")
+    b = {x["name"]: x["samples"] for x in base.get("benchmarks", [])}
+    n = {x["name"]: x["samples"] for x in new.get("benchmarks", [])}
+    for name in sorted(set(b) ^ set(n)):
+        warnings.append(f"{name}: only in {'the base' if name in b else 'the new'} file")
+    out = []
+    for name in [x for x in b if x in n]:
+        bm, nm = statistics.median(b[name]), statistics.median(n[name])
+        ratio = nm / bm
+        p_slower = float(mannwhitneyu(n[name], b[name], alternative="greater").pvalue)
+        p_faster = float(mannwhitneyu(n[name], b[name], alternative="less").pvalue)
+        if p_slower < alpha and ratio > 1 + threshold:
+            verdict = "regression"
+        elif p_faster < alpha and ratio < 1 - threshold:
+            verdict = "improvement"
+        else:
+            verdict = "same"
+        out.append(Comparison(name, bm, nm, ratio, p_slower, p_faster, verdict))
+    return out, warnings
+
+
+def format_table(rows: list[Comparison]) -> str:
+    lines = [f"{'benchmark':<48} {'base':>10} {'new':>10} {'new/base':>9} {'p(slower)':>10} {'verdict':>12}"]
+    for r in rows:
+        lines.append(f"{r.name:<48} {r.base_median * 1e3:>8.3f}ms {r.new_median * 1e3:>8.3f}ms {r.ratio:>9.3f} "
+                     f"{r.p_slower:>10.2g} {r.verdict:>12}")
+    return "\n".join(lines)
+
+
+def main(base_path: str | Path, new_path: str | Path, threshold: str | float = "5%", alpha: float = 0.01) -> int:
+    import sys
+
+    try:
+        t = parse_threshold(threshold)
+        rows, warnings = compare(load_results(base_path), load_results(new_path), t, alpha)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(format_table(rows))
+    bad = [r for r in rows if r.verdict == "regression"]
+    print(f"{len(bad)} regression(s) beyond {t:.1%} at p < {alpha} across {len(rows)} benchmark(s)")
+    return 1 if bad else 0
