@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .generate import _sync
+
 
 @dataclass
 class TrainResult:
@@ -31,11 +33,6 @@ class TrainResult:
     bwd_ms: float
     opt_ms: float
     mfu: float | None
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def time_backend(preset: str, backend: str, compile_: bool, batch: int, block: int | None, steps: int,

@@ -159,11 +159,8 @@ def decode_attention(
     ``meta`` (torch backend) is ``decode_meta(lengths, kv_bound or T)``, computed once per step."""
     if backend == "triton":
         return _kernels().decode_attention(q, k_cache, v_cache, lengths, k_new=k_new, v_new=v_new, check_lengths=False)
-    B, H, D = q.shape
-    if kv_bound is not None:  # eager only: skip cache positions no row has reached yet
-        kv_len = kv_bound
-    else:
-        kv_len = k_cache.shape[2]
+    D = q.shape[-1]
+    kv_len = kv_bound if kv_bound is not None else k_cache.shape[2]  # eager: skip positions nobody reached
     rows, pos, masked = meta if meta is not None else decode_meta(lengths, kv_len)
     if k_new is not None:
         k_cache[rows, :, pos] = k_new  # advanced indices around a slice: (B, H, D) on both sides

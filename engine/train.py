@@ -19,10 +19,10 @@ import math
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .train_config import RunConfig
@@ -72,8 +72,6 @@ class Windows:
         return len(self.ds)
 
     def get(self, starts: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        import numpy as np
-
         w = np.stack([self.ds.window(int(s), self.T + 1) for s in starts.tolist()]).astype(np.int64)
         xy = torch.from_numpy(w)
         x, y = xy[:, :-1], xy[:, 1:]
@@ -153,6 +151,3 @@ def main(args) -> int:
         print(f"stopped by {result['stopped_by']}: checkpoint saved at step {result['step']}", file=sys.stderr)
     return 0
 
-
-def _now() -> float:
-    return time.perf_counter()

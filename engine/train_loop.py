@@ -243,7 +243,5 @@ def _sample(model, ds, t) -> str:
     n = min(t.sample_tokens, model.config.block_size - len(prompt))
     if n < 1:
         return ""
-    was = model.backend
     out = generate(model, [prompt], n, temperature=0.8, top_k=200, seed=t.seed)[0]
-    model.backend = was
     return "--- sample ---\n" + t.sample_prompt + tok.decode(out) + "\n--------------"
