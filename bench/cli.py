@@ -38,6 +38,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", type=Path, default=None, help="write the report here")
     g.set_defaults(bench_func=_generate)
 
+    k = sub.add_parser("kernels", help="kernel sweeps vs PyTorch baselines on a GPU: latency, TFLOP/s, GB/s, "
+                       "fraction of peak, speedups, accuracy; results JSON + CSV history + plots")
+    k.add_argument("--kernels", default="attention,layer_norm,gelu_linear,linear,decode_attention",
+                   help="comma-separated subset (default: all five)")
+    k.add_argument("--quick", action="store_true", help="headline subset: bf16, two sizes per sweep (CI gates)")
+    k.add_argument("--dtypes", default="bfloat16,float16", help="comma-separated: bfloat16, float16")
+    k.add_argument("--timer", choices=["auto", "do_bench", "cuda_graph"], default="auto",
+                   help="auto: do_bench with L2 flush, CUDA-graph timer for forward kernels under 20 us")
+    k.add_argument("--rep-ms", type=float, default=100, help="timed milliseconds per measurement (do_bench rep)")
+    k.add_argument("--out-dir", type=Path, default=Path("bench/results"), help="results folder (bench/results)")
+    k.add_argument("--no-save", action="store_true", help="print only; write no result files")
+    k.add_argument("--report", action="store_true", help="also write the markdown report with plots")
+    k.set_defaults(bench_func=_kernels)
+
     c = sub.add_parser("compare", help="compare two result files: median ratio + Mann-Whitney U; exit 1 on a "
                        "significant regression beyond the threshold")
     c.add_argument("base", type=Path, help="baseline result JSON (tritongpt-bench/1)")
@@ -45,6 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--threshold", default="5%", help="smallest slowdown that counts (5%% or 0.05)")
     c.add_argument("--alpha", type=float, default=0.01, help="significance level of the U test")
     c.set_defaults(bench_func=_compare)
+
+    r = sub.add_parser("report", help="markdown summary of result files: environment, per-sweep tables and plots, "
+                       "the issue's goals")
+    r.add_argument("files", nargs="*", type=Path,
+                   help="result JSON files (default: the newest of each suite in --results-dir)")
+    r.add_argument("--results-dir", type=Path, default=Path("bench/results"),
+                   help="where suites save results (default bench/results)")
+    r.add_argument("--out", type=Path, default=None,
+                   help="markdown file to write (default RESULTS_DIR/REPORT.md); the plots go beside it")
+    r.set_defaults(bench_func=_report)
 
     t = sub.add_parser("train", help="training tokens/s, step breakdown and MFU per backend (synthetic batches)")
     t.add_argument("--preset", default=None, help="model preset (default: gpt2 on a GPU, cpu-demo on a CPU)")
@@ -56,6 +80,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: triton, torch, torch+compile")
     t.add_argument("--json", type=Path, default=None, help="write the report here")
     t.set_defaults(bench_func=_train)
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    from . import kernels as kb
+
+    kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+    dtypes = tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
+    bad = [d for d in dtypes if d not in ("bfloat16", "float16")]
+    if bad or not dtypes or args.rep_ms <= 0:
+        print(f"error: --dtypes takes bfloat16,float16 (got {args.dtypes!r}); --rep-ms > 0", file=sys.stderr)
+        return 2
+    return kb.main(kernels, quick=args.quick, dtypes=dtypes, timer=args.timer, rep_ms=args.rep_ms,
+                   out_dir=None if args.no_save else args.out_dir, report=args.report)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -92,6 +129,12 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare import main as compare_main
 
     return compare_main(args.base, args.new, args.threshold, args.alpha)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import main as report_main
+
+    return report_main(args.files, args.results_dir, args.out)
 
 
 def _train(args: argparse.Namespace) -> int:

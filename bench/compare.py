@@ -10,7 +10,6 @@ with a warning when the two files come from different GPUs or software versions.
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,20 +43,10 @@ def parse_threshold(text: str | float) -> float:
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable JSON result file ({e})") from e
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: expected a {SCHEMA!r} result file (got schema {data.get('schema')!r})"
-                         if isinstance(data, dict) else f"{path}: expected a JSON object")
-    for i, b in enumerate(data.get("benchmarks", [])):
-        samples = b.get("samples") if isinstance(b, dict) else None
-        if not isinstance(b, dict) or not isinstance(b.get("name"), str) or not isinstance(samples, list) or \
-                len(samples) < 2 or not all(isinstance(x, (int, float)) and x > 0 for x in samples):
-            raise ValueError(f"{path}: benchmarks[{i}] needs a name and >= 2 positive samples")
-    return data
+    """Read and validate a result file (``bench/results.py`` owns the schema checks)."""
+    from .results import load_result
+
+    return load_result(path)
 
 
 def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, alpha: float = 0.01
@@ -70,6 +59,10 @@ def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, 
     for k in _ENV_KEYS:
         if be.get(k) != ne.get(k):
             warnings.append(f"environment differs: {k} {be.get(k)!r} vs {ne.get(k)!r}")
+    for label, env in (("base", be), ("new", ne)):
+        if env.get("throttled"):
+            reasons = ", ".join(env.get("throttle_reasons") or []) or "see environment"
+            warnings.append(f"the {label} run throttled ({reasons}): its times are not the GPU's best")
     b = {x["name"]: x["samples"] for x in base.get("benchmarks", [])}
     n = {x["name"]: x["samples"] for x in new.get("benchmarks", [])}
     for name in sorted(set(b) ^ set(n)):

@@ -9,21 +9,27 @@ launches per step and per layer. The same workload (greedy, equal-length prompts
 
 On a CPU this times the torch backend (the Triton kernels only run on the interpreter there); the
 results say which device and backend they are for.
+
+The JSON (``--json``) is a ``tritongpt-bench/1`` result file: the environment captured before and after
+the run, a record per provider, batch size and metric (``ttft``, ``itl``, ``e2e``) with every raw sample
+in seconds (what ``tritongpt bench compare`` tests), and the table above under ``report``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import statistics
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .compare import SCHEMA
+from .environment import EnvironmentRecorder, cpu_model, format_environment_line, throttle_warning
 from .launches import count_launches
 
 
@@ -50,15 +56,7 @@ class GenerateResult:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+    return f"CPU: {cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def _sync(device: torch.device) -> None:
@@ -128,7 +126,8 @@ def time_ours(model, prompts: list[list[int]], n: int, repeats: int, compile: bo
         generate(model, prompts, n, temperature=0, compile=compile)
         _sync(dev)
         e2e.append(time.perf_counter() - t0)
-    return dict(ttft=statistics.median(ttfts), itls=itls, e2e=statistics.median(e2e))
+    return dict(ttft=statistics.median(ttfts), itls=itls, e2e=statistics.median(e2e),
+                ttft_samples=ttfts, itl_samples=itls, e2e_samples=e2e)
 
 
 def time_hf(hf, prompts: list[list[int]], n: int, repeats: int) -> dict[str, Any]:
@@ -148,7 +147,7 @@ def time_hf(hf, prompts: list[list[int]], n: int, repeats: int) -> dict[str, Any
 
     with torch.inference_mode():
         hf.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
-        ttfts, itls, e2e = [], [], []
+        ttfts, itls, e2e, itl_samples = [], [], [], []
         for _ in range(repeats):
             marks = Marks()
             _sync(dev)
@@ -167,9 +166,12 @@ def time_hf(hf, prompts: list[list[int]], n: int, repeats: int) -> dict[str, Any
                 _sync(dev)
                 t2 = time.perf_counter()
                 ttfts.append(t1 - t0)
-                itls += [(t2 - t1 - (t1 - t0)) / (n - 1)] * (n - 1)
+                itl = (t2 - t1 - (t1 - t0)) / (n - 1)
+                itls += [itl] * (n - 1)
+                itl_samples.append(itl)  # one estimate per run: its n - 1 copies are not independent samples
                 e2e.append(t2 - t1)
-    return dict(ttft=statistics.median(ttfts), itls=itls, e2e=statistics.median(e2e))
+    return dict(ttft=statistics.median(ttfts), itls=itls, e2e=statistics.median(e2e),
+                ttft_samples=ttfts, itl_samples=itl_samples if ids.shape[0] > 1 else itls, e2e_samples=e2e)
 
 
 def count_step_launches(model, batch: int, context: int) -> tuple[int, float, int | None]:
@@ -199,9 +201,38 @@ def _result(provider, B, P, n, t, nbytes, bw, launches=(None, None, None)) -> Ge
     )
 
 
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def result_document(suite: str, environment: dict[str, Any]) -> dict[str, Any]:
+    """An empty ``tritongpt-bench/1`` result for ``suite``; fill ``benchmarks`` with :func:`add_record`."""
+    return {"schema": SCHEMA, "suite": suite, "created": utc_now(), "environment": environment,
+            "benchmarks": [], "skipped": []}
+
+
+def add_record(doc: dict[str, Any], name: str, samples: list[float], **fields: Any) -> None:
+    """A record with its raw samples (seconds, wall clock around device syncs). One that ``bench compare``
+    could not test (< 2 samples, or a non-positive derived estimate) is listed under ``skipped``."""
+    samples = [float(x) for x in samples]
+    if len(samples) < 2 or min(samples) <= 0:
+        why = f"{len(samples)} sample(s)" if len(samples) < 2 else "a non-positive sample"
+        doc["skipped"].append({"name": name, "reason": f"{why}: a comparison needs >= 2 positive samples "
+                               "(raise --repeats / --steps)"})
+        return
+    doc["benchmarks"].append({"name": name, **fields, "samples": samples, "timer": "wall",
+                              "median_s": statistics.median(samples), "q20_s": _quantile(samples, 0.2),
+                              "q80_s": _quantile(samples, 0.8)})
+
+
 def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats: int = 3,
         hf: bool = True, seed: int = 0, compile: bool = False, progress=print) -> dict[str, Any]:
+    """Time each batch size and provider; returns the ``tritongpt-bench/1`` result (suite "generate")."""
     dev = model.transformer.wte.weight.device
+    dtype = str(model.transformer.wte.weight.dtype)[6:]
+    batches = list(dict.fromkeys(batches))  # a repeated size would repeat a record name
+    rec = EnvironmentRecorder(dev).start()
+    progress(format_environment_line(rec.environment()))
     bw = streaming_read_bandwidth(dev)
     progress(f"streaming read on {device_name(dev)}: sum {bw['sum_gbs']:.1f} GB/s, GEMV {bw['gemv_gbs']:.1f} GB/s")
     hf_model = None
@@ -214,27 +245,37 @@ def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats:
             progress("transformers is not installed: no Hugging Face comparison")
     g = torch.Generator().manual_seed(seed)
     results: list[GenerateResult] = []
+    doc = result_document("generate", {})
+
+    def measured(provider: str, B: int, t: dict[str, Any], nbytes: int, launches=(None, None, None)) -> None:
+        results.append(_result(provider, B, prompt_len, new_tokens, t, nbytes, bw, launches))
+        progress(format_row(results[-1]))
+        params = {"B": B, "prompt_len": prompt_len, "new_tokens": new_tokens, "dtype": dtype,
+                  "backend": model.backend, "n_params": model.num_parameters()}
+        for metric in ("ttft", "itl", "e2e"):
+            add_record(doc, f"generate/{provider}/batch={B}/{metric}", t[f"{metric}_samples"],
+                       provider=provider, metric=metric, params=params)
+
     for B in batches:
         prompts = torch.randint(0, model.config.vocab_size, (B, prompt_len), generator=g).tolist()
         nbytes = step_bytes(model, B, prompt_len + new_tokens / 2)
         launches = count_step_launches(model, B, prompt_len + new_tokens // 2)
-        results.append(_result(f"tritongpt[{model.backend}]", B, prompt_len, new_tokens,
-                               time_ours(model, prompts, new_tokens, repeats), nbytes, bw, launches))
-        progress(format_row(results[-1]))
+        measured(f"tritongpt[{model.backend}]", B, time_ours(model, prompts, new_tokens, repeats), nbytes, launches)
         if compile:
-            results.append(_result(f"tritongpt[{model.backend}+compile]", B, prompt_len, new_tokens,
-                                   time_ours(model, prompts, new_tokens, repeats, compile=True), nbytes, bw, launches))
-            progress(format_row(results[-1]))
+            measured(f"tritongpt[{model.backend}+compile]", B,
+                     time_ours(model, prompts, new_tokens, repeats, compile=True), nbytes, launches)
         if hf_model is not None:
-            results.append(_result("transformers", B, prompt_len, new_tokens,
-                                   time_hf(hf_model, prompts, new_tokens, repeats), nbytes, bw))
-            progress(format_row(results[-1]))
-    w = model.transformer.wte.weight
-    return dict(
-        benchmark="generate", device=device_name(dev), dtype=str(w.dtype)[6:], backend=model.backend,
-        params=model.num_parameters(), bandwidth=bw, torch=torch.__version__,
-        results=[dataclasses.asdict(r) for r in results],
+            measured("transformers", B, time_hf(hf_model, prompts, new_tokens, repeats), nbytes)
+    rec.stop()
+    doc["environment"] = env = rec.environment()
+    if warning := throttle_warning(env):
+        progress(warning)
+    doc["report"] = dict(  # the table, as earlier versions wrote it at the top level
+        benchmark="generate", device=device_name(dev), dtype=dtype, backend=model.backend,
+        params=model.num_parameters(), prompt_len=prompt_len, new_tokens=new_tokens, repeats=repeats,
+        bandwidth=bw, torch=torch.__version__, results=[dataclasses.asdict(r) for r in results],
     )
+    return doc
 
 
 HEADER = (f"{'provider':<22} {'B':>3} {'TTFT ms':>8} {'ITL p50':>8} {'p90':>7} {'tok/s':>8} {'floor ms':>8} "

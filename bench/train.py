@@ -7,18 +7,23 @@ backward / optimizer breakdown (CUDA-synchronised, so only meaningful per phase 
 against the detected GPU's dense bf16 peak (6N + 6LTC FLOPs per token); unknown GPU or CPU: no MFU.
 On a CPU the Triton backend is skipped (it runs only on the interpreter there) and results are
 labelled CPU.
+
+The JSON (``--json``) is a ``tritongpt-bench/1`` result file: the environment captured before and after
+the run, a record ``train/<backend>/step`` per backend with every timed step in seconds (and the phase
+samples beside them), and the table under ``report``.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from .generate import _sync
+from .environment import EnvironmentRecorder, format_environment_line, throttle_warning
+from .generate import _sync, add_record, result_document
 
 
 @dataclass
@@ -33,6 +38,8 @@ class TrainResult:
     bwd_ms: float
     opt_ms: float
     mfu: float | None
+    # Every timed step: (forward, backward, optimizer) seconds; not in the table, kept for the records.
+    step_samples: list[tuple[float, float, float]] = field(default_factory=list, repr=False)
 
 
 def time_backend(preset: str, backend: str, compile_: bool, batch: int, block: int | None, steps: int,
@@ -78,27 +85,43 @@ def time_backend(preset: str, backend: str, compile_: bool, batch: int, block: i
     peak = lookup(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     mfu = model.flops_per_token(T) * tps / (peak.bf16_tflops * 1e12) if peak else None
     name = backend + ("+compile" if compile_ else "")
-    return TrainResult(name, preset, batch, T, tps, 1e3 * step, 1e3 * fwd, 1e3 * bwd, 1e3 * op, mfu)
+    return TrainResult(name, preset, batch, T, tps, 1e3 * step, 1e3 * fwd, 1e3 * bwd, 1e3 * op, mfu, times)
 
 
 def run(preset: str | None, batch: int | None, block: int | None, steps: int, warmup: int,
         backends: list[str], progress=print) -> dict[str, Any]:
+    """Time each backend; returns the ``tritongpt-bench/1`` result (suite "train")."""
     from .generate import device_name
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     preset = preset or ("gpt2" if dev.type == "cuda" else "cpu-demo")
     batch = batch or (16 if dev.type == "cuda" else 4)
+    rec = EnvironmentRecorder(dev).start()
+    progress(format_environment_line(rec.environment()))
+    doc = result_document("train", {})
     results = []
-    for b in backends:
+    for b in dict.fromkeys(backends):  # a repeated backend would repeat a record name
         backend, compile_ = b.split("+")[0], b.endswith("+compile")
         if backend == "triton" and dev.type != "cuda":
             progress("triton: skipped on CPU (the kernels run only on the interpreter there)")
+            doc["skipped"].append({"name": f"train/{b}/step", "reason": "CPU: the Triton kernels run only on "
+                                   "the interpreter there"})
             continue
         r = time_backend(preset, backend, compile_, batch, block, steps, warmup, dev)
         results.append(r)
         progress(format_row(r))
-    return {"benchmark": "train", "device": device_name(dev), "torch": torch.__version__,
-            "results": [asdict(r) for r in results]}
+        fwd, bwd, opt = (list(c) for c in zip(*r.step_samples, strict=True))
+        add_record(doc, f"train/{r.backend}/step", [sum(t) for t in r.step_samples], provider=r.backend,
+                   params={"preset": r.preset, "B": r.batch, "T": r.block_size, "warmup": warmup},
+                   phase_samples={"fwd": fwd, "bwd": bwd, "opt": opt},
+                   tokens_per_step=r.batch * r.block_size, mfu=r.mfu)
+    rec.stop()
+    doc["environment"] = env = rec.environment()
+    if warning := throttle_warning(env):
+        progress(warning)
+    doc["report"] = {"benchmark": "train", "device": device_name(dev), "torch": torch.__version__,
+                     "results": [{k: v for k, v in asdict(r).items() if k != "step_samples"} for r in results]}
+    return doc
 
 
 HEADER = f"{'backend':<16} {'preset':<10} {'B x T':>10} {'tok/s':>10} {'ms/step':>8} {'fwd':>7} {'bwd':>7} " \

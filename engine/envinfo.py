@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,47 +17,18 @@ def _version(pkg: str) -> str:
 
 
 def git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    from tritongpt.bench.environment import git_state  # lazily: bench modules import engine
+
+    return git_state()[0]
 
 
 def _nvml(index: int) -> dict[str, Any]:
-    """Clocks, power, temperature via NVML; empty if NVML is unavailable."""
-    try:
-        import pynvml
-    except ImportError:
-        return {}
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return {}
-    try:
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
-        info: dict[str, Any] = {"driver": pynvml.nvmlSystemGetDriverVersion()}
-        for key, fn, arg in (
-            ("sm_clock_mhz", pynvml.nvmlDeviceGetClockInfo, pynvml.NVML_CLOCK_SM),
-            ("sm_clock_max_mhz", pynvml.nvmlDeviceGetMaxClockInfo, pynvml.NVML_CLOCK_SM),
-            ("mem_clock_mhz", pynvml.nvmlDeviceGetClockInfo, pynvml.NVML_CLOCK_MEM),
-            ("mem_clock_max_mhz", pynvml.nvmlDeviceGetMaxClockInfo, pynvml.NVML_CLOCK_MEM),
-        ):
-            try:
-                info[key] = fn(h, arg)
-            except pynvml.NVMLError:
-                pass
-        try:
-            info["power_w"] = pynvml.nvmlDeviceGetPowerUsage(h) / 1000
-            info["power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
-            info["temperature_c"] = pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
-        except pynvml.NVMLError:
-            pass
-        return info
-    finally:
-        pynvml.nvmlShutdown()
+    """Clocks, power, temperature, clock-event reasons via NVML; empty if NVML is unavailable."""
+    from tritongpt.bench.environment import nvml_for_device
+
+    snap = nvml_for_device(index) or {}
+    snap.pop("name", None)  # the device name comes from torch
+    return snap
 
 
 def environment() -> dict[str, Any]:
@@ -109,7 +78,11 @@ def format_environment(env: dict[str, Any]) -> str:
                          f"memory {dev.get('mem_clock_mhz')}/{dev.get('mem_clock_max_mhz')} MHz, "
                          f"driver {dev.get('driver')}")
         if "power_w" in dev:
-            lines.append(f"{'power':>10}: {dev['power_w']:.0f}/{dev['power_limit_w']:.0f} W, {dev['temperature_c']} C")
+            limit = f"/{dev['power_limit_w']:.0f}" if "power_limit_w" in dev else ""
+            temp = f", {dev['temperature_c']} C" if "temperature_c" in dev else ""
+            lines.append(f"{'power':>10}: {dev['power_w']:.0f}{limit} W{temp}")
+        if "clock_event_reason_names" in dev:
+            lines.append(f"{'clk events':>10}: {', '.join(dev['clock_event_reason_names']) or 'none'}")
     else:
         lines.append(f"{'device':>10}: CPU ({dev['name']}, {dev['cores']} threads), {dev['kernels']}")
     return "\n".join(lines)

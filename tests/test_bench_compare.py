@@ -75,8 +75,14 @@ def test_threshold_parsing_and_bad_files(tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": SCHEMA, "benchmarks": [{"name": "x", "samples": [1.0]}]}))
-    with pytest.raises(ValueError, match="2 positive samples"):
+    with pytest.raises(ValueError, match="2 positive finite samples"):
         load_results(bad)
     bad.write_text(json.dumps({"schema": "other"}))
     with pytest.raises(ValueError, match="schema"):
         load_results(bad)
+
+
+def test_throttled_run_is_warned_about():
+    throttled = dict(ENV, throttled=True, throttle_reasons=["sw_thermal_slowdown"])
+    _, warnings = compare(result({"a": noisy(1e-3)}), result({"a": noisy(1e-3, seed=2)}, env=throttled))
+    assert any("new run throttled (sw_thermal_slowdown)" in w for w in warnings)

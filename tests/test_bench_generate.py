@@ -3,12 +3,11 @@ accounting is)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from tritongpt.bench import generate as gb
+from tritongpt.bench.compare import load_results
 from tritongpt.bench.launches import count_launches
 from tritongpt.engine import GPT
 from tritongpt.engine.cli import main
@@ -52,9 +51,22 @@ def test_bench_generate_cli_writes_a_report(tmp_path, capsys):
     pytest.importorskip("transformers")
     out = tmp_path / "gen.json"
     code = main(["bench", "generate", "--preset", "tiny", "--batch", "1,2", "--prompt-len", "4", "--new-tokens", "5",
-                  "--repeats", "1", "--json", str(out)])
+                  "--repeats", "2", "--json", str(out)])
     assert code == 0
-    report = json.loads(out.read_text())
+    doc = load_results(out)  # what `bench compare` reads
+    assert doc["suite"] == "generate" and doc["created"].endswith("Z")
+    env = doc["environment"]
+    assert env["device"] == "cpu" and env["gpu"] is None and env["throttled"] is None and env["cpu"]["threads"] >= 1
+    names = [b["name"] for b in doc["benchmarks"]]
+    assert len(names) == len(set(names))
+    for prov, B in (("tritongpt[torch]", 1), ("transformers", 1), ("tritongpt[torch]", 2), ("transformers", 2)):
+        for metric in ("ttft", "itl", "e2e"):
+            assert f"generate/{prov}/batch={B}/{metric}" in names
+    ours = {b["name"]: b for b in doc["benchmarks"]}["generate/tritongpt[torch]/batch=2/itl"]
+    assert len(ours["samples"]) == 2 * 4 and ours["params"]["B"] == 2 and ours["timer"] == "wall"
+    # Batched Hugging Face ITL is one estimate per run, not n - 1 copies of it.
+    assert len({b["name"]: b for b in doc["benchmarks"]}["generate/transformers/batch=2/itl"]["samples"]) == 2
+    report = doc["report"]
     assert report["device"].startswith("CPU") and report["backend"] == "torch"
     rows = report["results"]
     assert [(r["provider"], r["batch"]) for r in rows] == [
@@ -63,7 +75,18 @@ def test_bench_generate_cli_writes_a_report(tmp_path, capsys):
         assert r["itl_p50_ms"] > 0 and r["ttft_ms"] > 0 and r["floor_ms"] > 0
         assert r["floor_ratio"] == pytest.approx(r["itl_p50_ms"] / r["floor_ms"], rel=1e-6)
     assert rows[0]["launches_per_layer"] > 0
-    assert "x floor" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "x floor" in out and "CPU (" in out
+
+
+def test_records_with_one_sample_are_skipped_not_written():
+    doc = gb.result_document("generate", {})
+    gb.add_record(doc, "a", [0.1])
+    gb.add_record(doc, "b", [0.1, -0.01])
+    gb.add_record(doc, "c", [0.3, 0.1, 0.2], provider="p")
+    assert [s["name"] for s in doc["skipped"]] == ["a", "b"]
+    [c] = doc["benchmarks"]
+    assert c["median_s"] == 0.2 and c["q20_s"] == 0.1 and c["q80_s"] == 0.3 and c["provider"] == "p"
 
 
 def test_bench_generate_rejects_bad_sizes(capsys):

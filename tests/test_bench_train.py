@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from tritongpt.bench.compare import load_results
 from tritongpt.engine.cli import main
 
 
@@ -12,7 +13,13 @@ def test_bench_train_reports_per_backend(tmp_path, capsys):
     code = main(["bench", "train", "--preset", "tiny", "--batch", "2", "--steps", "2", "--warmup", "1",
                  "--backends", "triton,torch", "--json", str(out)])
     assert code == 0
-    report = json.loads(out.read_text())
+    doc = load_results(out)  # what `bench compare` reads
+    assert doc["suite"] == "train" and doc["environment"]["device"] == "cpu"
+    [rec] = doc["benchmarks"]
+    assert rec["name"] == "train/torch/step" and len(rec["samples"]) == 2
+    assert rec["samples"][0] == sum(rec["phase_samples"][k][0] for k in ("fwd", "bwd", "opt"))
+    assert doc["skipped"][0]["name"] == "train/triton/step"
+    report = json.loads(out.read_text())["report"]
     assert report["device"].startswith("CPU")
     [r] = report["results"]  # triton is skipped on a CPU, and says so
     assert r["backend"] == "torch" and r["mfu"] is None and r["tokens_per_s"] > 0

@@ -1,0 +1,306 @@
+"""The kernel sweeps: each of our kernels against what a user would pick instead.
+
+A ``Sweep`` is one kernel x direction x dtype x fixed shape, swept over one size axis (``x``),
+with providers (``triton`` is ours) that all compute the same function of the same inputs, and an
+fp32 reference that every provider's output is checked against in the same run. Shapes follow the
+field's conventions: attention at 16k tokens per batch and model width 2048 (FlashAttention's
+benchmark), LayerNorm at 4096 rows (Liger's), linear at GPT-2's MLP shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import metrics
+
+Fn = Callable[[dict[str, torch.Tensor]], Any]
+
+
+@dataclass
+class Sweep:
+    name: str
+    kernel: str
+    direction: str  # fwd | bwd | fwd+bwd
+    title: str
+    x_name: str
+    metric: str  # tflops | gbs
+    bound: str  # compute | memory
+    dtype: str
+    points: list[dict[str, Any]]  # shape params per point, each with "x"
+    setup: Callable[[dict[str, Any], torch.device], dict[str, torch.Tensor]]
+    providers: dict[str, Fn]
+    reference: Fn  # fp32, on fp32 copies of the inputs
+    flops: Callable[[dict[str, Any]], float | None]
+    nbytes: Callable[[dict[str, Any]], float]
+    wrt: tuple[str, ...] = ()  # inputs differentiated by bwd / fwd+bwd
+    skip: Callable[[dict[str, Any], str], str | None] = field(default=lambda p, prov: None)
+    # Providers timed as a yardstick but computing another function (F.linear without the GELU):
+    # never checked against the reference.
+    unchecked: tuple[str, ...] = ("cublas",)
+
+
+def _tdtype(name: str) -> torch.dtype:
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+def _only(providers: dict[str, Fn], keep: list[str] | None) -> dict[str, Fn]:
+    if keep is None:
+        return providers
+    unknown = [p for p in keep if p not in providers]
+    if unknown:
+        raise ValueError(f"providers: unknown {unknown}; this sweep has {sorted(providers)}")
+    return {k: v for k, v in providers.items() if k in keep}
+
+
+def _compiled(fn: Fn) -> Fn:
+    """torch.compile of the eager composition; one compiled object per shape (no recompile limits)."""
+    cache: dict[tuple, Fn] = {}
+
+    def run(t: dict[str, torch.Tensor]) -> Any:
+        key = tuple((k, tuple(v.shape), v.requires_grad) for k, v in t.items())
+        if key not in cache:
+            cache[key] = torch.compile(fn, dynamic=False)
+        return cache[key](t)
+
+    return run
+
+
+# ---- attention -----------------------------------------------------------------------------------
+def _sdpa(backend_name: str | None, causal: bool) -> Fn:
+    def run(t):
+        if backend_name is None:
+            return F.scaled_dot_product_attention(t["q"], t["k"], t["v"], is_causal=causal)
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(getattr(SDPBackend, backend_name)):
+            return F.scaled_dot_product_attention(t["q"], t["k"], t["v"], is_causal=causal)
+
+    return run
+
+
+def _naive_attention(causal: bool) -> Fn:
+    def run(t):
+        q, k, v = t["q"], t["k"], t["v"]
+        s = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        if causal:
+            T = q.shape[-2]
+            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        return torch.softmax(s.float(), dim=-1).to(q.dtype) @ v
+
+    return run
+
+
+def attention_sweep(direction: str = "fwd", causal: bool = True, d: int = 128, dtype: str = "bfloat16",
+                    xs: tuple[int, ...] = (512, 1024, 2048, 4096, 8192, 16384), tokens: int = 16384,
+                    width: int = 2048, providers: list[str] | None = None) -> Sweep:
+    from tritongpt.kernels import attention
+
+    points = [{"x": T, "B": max(1, tokens // T), "H": max(1, width // d), "T": T, "D": d, "causal": causal,
+               "dtype": dtype} for T in xs]
+
+    def setup(p, device):
+        shape = (p["B"], p["H"], p["T"], p["D"])
+        return {n: torch.randn(shape, device=device, dtype=_tdtype(dtype)) for n in "qkv"}
+
+    provs = {
+        "triton": lambda t: attention(t["q"], t["k"], t["v"], causal=causal),
+        "sdpa-flash": _sdpa("FLASH_ATTENTION", causal),
+        "sdpa-efficient": _sdpa("EFFICIENT_ATTENTION", causal),
+        "sdpa-cudnn": _sdpa("CUDNN_ATTENTION", causal),
+        "naive": _naive_attention(causal),
+    }
+
+    def skip(p, prov):
+        scores = p["B"] * p["H"] * p["T"] ** 2 * 4 * (3 if direction != "fwd" else 2)
+        if prov == "naive" and scores > 8 * 2**30:
+            return f"naive attention materialises {scores / 2**30:.0f} GiB of T x T scores"
+        return None
+
+    tag = "causal" if causal else "full"
+    return Sweep(
+        name=f"attention-{direction}-{tag}-{dtype}-d{d}", kernel="attention", direction=direction,
+        title=f"attention {direction}, {tag}, {dtype}, D={d}, {tokens} tokens/batch, H={width // d}",
+        x_name="T", metric="tflops", bound="compute", dtype=dtype, points=points, setup=setup,
+        providers=_only(provs, providers), reference=_sdpa(None, causal),
+        flops=lambda p: metrics.attention_flops(p["B"], p["H"], p["T"], p["D"], causal, direction),
+        nbytes=lambda p: metrics.attention_bytes(p["B"], p["H"], p["T"], p["D"], dtype, direction),
+        wrt=("q", "k", "v"), skip=skip)
+
+
+# ---- LayerNorm -----------------------------------------------------------------------------------
+def layer_norm_sweep(direction: str = "fwd", residual: bool = False, dtype: str = "bfloat16",
+                     xs: tuple[int, ...] = (768, 1024, 2048, 4096, 8192, 16384), rows: int = 4096,
+                     providers: list[str] | None = None) -> Sweep:
+    from tritongpt.kernels import layer_norm
+
+    points = [{"x": n, "M": rows, "N": n, "residual": residual, "dtype": dtype} for n in xs]
+
+    def setup(p, device):
+        dt = _tdtype(dtype)
+        t = {"x": torch.randn(p["M"], p["N"], device=device, dtype=dt),
+             "weight": 1 + 0.1 * torch.randn(p["N"], device=device, dtype=dt),
+             "bias": 0.1 * torch.randn(p["N"], device=device, dtype=dt)}
+        if residual:
+            t["residual"] = torch.randn(p["M"], p["N"], device=device, dtype=dt)
+        return t
+
+    def eager(t):
+        if residual:
+            h = t["x"] + t["residual"]
+            return F.layer_norm(h, h.shape[-1:], t["weight"], t["bias"], 1e-5), h
+        return F.layer_norm(t["x"], t["x"].shape[-1:], t["weight"], t["bias"], 1e-5)
+
+    provs = {
+        "triton": lambda t: layer_norm(t["x"], t["weight"], t["bias"], 1e-5, t.get("residual")),
+        "torch": eager,
+        "torch.compile": _compiled(eager),
+    }
+    tag = "residual" if residual else "plain"
+    return Sweep(
+        name=f"layer_norm-{direction}-{tag}-{dtype}", kernel="layer_norm", direction=direction,
+        title=f"LayerNorm {direction}{' + residual add' if residual else ''}, {dtype}, {rows} rows",
+        x_name="N", metric="gbs", bound="memory", dtype=dtype, points=points, setup=setup,
+        providers=_only(provs, providers), reference=eager,
+        flops=lambda p: metrics.layer_norm_flops(p["M"], p["N"], direction),
+        nbytes=lambda p: metrics.layer_norm_bytes(p["M"], p["N"], dtype, residual, direction),
+        wrt=("x", "weight", "bias") + (("residual",) if residual else ()))
+
+
+# ---- gelu_linear / linear ------------------------------------------------------------------------
+def _linear_setup(k: int, n: int, dtype: str, residual: bool):
+    def setup(p, device):
+        dt = _tdtype(dtype)
+        t = {"x": torch.randn(p["M"], k, device=device, dtype=dt),
+             "weight": torch.randn(n, k, device=device, dtype=dt) / math.sqrt(k),
+             "bias": 0.1 * torch.randn(n, device=device, dtype=dt)}
+        if residual:
+            t["residual"] = torch.randn(p["M"], n, device=device, dtype=dt)
+        return t
+
+    return setup
+
+
+def gelu_linear_sweep(direction: str = "fwd", k: int = 768, n: int = 3072, dtype: str = "bfloat16",
+                      xs: tuple[int, ...] = (512, 1024, 2048, 4096, 8192, 16384),
+                      providers: list[str] | None = None) -> Sweep:
+    from tritongpt.kernels import gelu_linear
+
+    gelu = lambda t: F.gelu(F.linear(t["x"], t["weight"], t["bias"]), approximate="tanh")
+    provs = {
+        "triton": lambda t: gelu_linear(t["x"], t["weight"], t["bias"]),
+        "cublas": lambda t: F.linear(t["x"], t["weight"], t["bias"]),  # the GEMM alone: the floor to beat
+        "cublas+gelu": gelu,
+        "torch.compile": _compiled(gelu),
+    }
+    # F.linear alone computes a different function: it is timed, not checked against the GELU reference.
+    return Sweep(
+        name=f"gelu_linear-{direction}-{dtype}-{k}x{n}", kernel="gelu_linear", direction=direction,
+        title=f"gelu(x @ W^T + b) {direction}, {dtype}, K={k} -> N={n}", x_name="M", metric="tflops",
+        bound="compute", dtype=dtype, points=[{"x": m, "M": m, "K": k, "N": n, "dtype": dtype} for m in xs],
+        setup=_linear_setup(k, n, dtype, False), providers=_only(provs, providers), reference=gelu,
+        flops=lambda p: metrics.linear_flops(p["M"], n, k, direction),
+        nbytes=lambda p: metrics.linear_bytes(p["M"], n, k, dtype, direction),
+        wrt=("x", "weight", "bias"))
+
+
+def linear_sweep(direction: str = "fwd", k: int = 3072, n: int = 768, dtype: str = "bfloat16",
+                 xs: tuple[int, ...] = (512, 1024, 2048, 4096, 8192, 16384),
+                 providers: list[str] | None = None) -> Sweep:
+    from tritongpt.kernels import linear
+
+    eager = lambda t: F.linear(t["x"], t["weight"], t["bias"]) + t["residual"]
+    provs = {
+        "triton": lambda t: linear(t["x"], t["weight"], t["bias"], t["residual"]),
+        "cublas": lambda t: F.linear(t["x"], t["weight"], t["bias"]),  # the GEMM alone, no residual
+        "cublas+add": eager,
+        "torch.compile": _compiled(eager),
+    }
+    return Sweep(
+        name=f"linear-{direction}-{dtype}-{k}x{n}-residual", kernel="linear", direction=direction,
+        title=f"x @ W^T + b + residual {direction}, {dtype}, K={k} -> N={n}", x_name="M", metric="tflops",
+        bound="compute", dtype=dtype, points=[{"x": m, "M": m, "K": k, "N": n, "dtype": dtype} for m in xs],
+        setup=_linear_setup(k, n, dtype, True), providers=_only(provs, providers), reference=eager,
+        flops=lambda p: metrics.linear_flops(p["M"], n, k, direction),
+        nbytes=lambda p: metrics.linear_bytes(p["M"], n, k, dtype, direction, residual=True),
+        wrt=("x", "weight", "bias", "residual"))
+
+
+# ---- decode attention ----------------------------------------------------------------------------
+def decode_sweep(batch: int = 8, h: int = 32, d: int = 128, dtype: str = "bfloat16",
+                 xs: tuple[int, ...] = (128, 512, 2048, 8192, 32768), providers: list[str] | None = None) -> Sweep:
+    from tritongpt.kernels import decode_attention
+
+    def setup(p, device):
+        dt = _tdtype(dtype)
+        B, H, ctx, D = p["B"], p["H"], p["ctx"], p["D"]
+        return {"q": torch.randn(B, H, D, device=device, dtype=dt),
+                "k_cache": torch.randn(B, H, ctx, D, device=device, dtype=dt),
+                "v_cache": torch.randn(B, H, ctx, D, device=device, dtype=dt),
+                "lengths": torch.full((B,), ctx, device=device, dtype=torch.int32)}
+
+    def sdpa(t):  # SDPA over the cache: one query row per sequence, every cached position visible
+        return F.scaled_dot_product_attention(t["q"].unsqueeze(2), t["k_cache"], t["v_cache"]).squeeze(2)
+
+    provs = {
+        # check_lengths=False: a serving loop knows its lengths; the check is a host sync.
+        "triton": lambda t: decode_attention(t["q"], t["k_cache"], t["v_cache"], t["lengths"], check_lengths=False),
+        "sdpa": sdpa,
+    }
+    return Sweep(
+        name=f"decode_attention-{dtype}-b{batch}-h{h}-d{d}", kernel="decode_attention", direction="fwd",
+        title=f"decode attention (1 query/row), {dtype}, batch {batch}, H={h}, D={d}", x_name="context",
+        metric="gbs", bound="memory", dtype=dtype,
+        points=[{"x": c, "B": batch, "H": h, "ctx": c, "D": d, "dtype": dtype} for c in xs], setup=setup,
+        providers=_only(provs, providers), reference=sdpa,
+        flops=lambda p: metrics.decode_flops(p["B"], p["H"], p["ctx"], p["D"]),
+        nbytes=lambda p: metrics.decode_bytes(p["B"], p["H"], p["ctx"], p["D"], dtype))
+
+
+KERNELS = ("attention", "layer_norm", "gelu_linear", "linear", "decode_attention")
+
+
+def default_sweeps(kernels: tuple[str, ...] = KERNELS, quick: bool = False,
+                   dtypes: tuple[str, ...] = ("bfloat16", "float16")) -> list[Sweep]:
+    """The issue's sweeps. ``quick``: the headline subset (bf16, two sizes each) for CI gates."""
+    bad = [k for k in kernels if k not in KERNELS]
+    if bad:
+        raise ValueError(f"unknown {bad}; expected some of {', '.join(KERNELS)}")
+    out: list[Sweep] = []
+    if quick:
+        dtypes = ("bfloat16",)
+    for dt in dtypes:
+        if "attention" in kernels:
+            for direction in ("fwd", "bwd", "fwd+bwd"):
+                for causal in (True, False):
+                    for d in (64, 128):
+                        if quick and (d != 128 or not causal or direction == "bwd"):
+                            continue
+                        out.append(attention_sweep(direction, causal, d, dt, xs=(1024, 4096) if quick else
+                                                   (512, 1024, 2048, 4096, 8192, 16384)))
+        if "layer_norm" in kernels:
+            for direction in ("fwd", "bwd"):
+                for residual in (False, True):
+                    if quick and residual:
+                        continue
+                    out.append(layer_norm_sweep(direction, residual, dt, xs=(1024, 4096) if quick else
+                                                (768, 1024, 2048, 4096, 8192, 16384)))
+        ms = (1024, 8192) if quick else (512, 1024, 2048, 4096, 8192, 16384)
+        if "gelu_linear" in kernels:
+            out.append(gelu_linear_sweep("fwd", 768, 3072, dt, ms))
+            if not quick:
+                out.append(gelu_linear_sweep("bwd", 768, 3072, dt, ms))
+                out.append(gelu_linear_sweep("fwd", 4096, 16384, dt, (1024, 2048, 4096, 8192)))
+        if "linear" in kernels:
+            out.append(linear_sweep("fwd", 3072, 768, dt, ms))
+            if not quick:
+                out.append(linear_sweep("bwd", 3072, 768, dt, ms))
+        if "decode_attention" in kernels:
+            for b in ((8,) if quick else (1, 8, 64)):
+                out.append(decode_sweep(b, 32, 128, dt, (512, 8192) if quick else (128, 512, 2048, 8192, 32768)))
+    return out
