@@ -117,7 +117,6 @@ def _generate(args: argparse.Namespace) -> int:
     model.backend = args.backend
     print(f"{model.num_parameters():,} params, {str(dtype)[6:]}, backend={model.backend}, prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, greedy")
-    print(gb.HEADER)
     report = gb.run(model, batches=args.batch, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                     repeats=args.repeats, hf=not args.no_hf, compile=args.compile)
     if args.json:
@@ -145,7 +144,6 @@ def _train(args: argparse.Namespace) -> int:
     if bad or args.steps < 1 or args.warmup < 0:
         print(f"error: --backends takes triton, torch, torch+compile (got {bad}); --steps >= 1", file=sys.stderr)
         return 2
-    print(tb.HEADER)
     report = tb.run(args.preset, args.batch, args.block_size, args.steps, args.warmup, backends)
     if args.json:
         from .generate import write_json

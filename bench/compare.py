@@ -63,16 +63,17 @@ def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, 
         if env.get("throttled"):
             reasons = ", ".join(env.get("throttle_reasons") or []) or "see environment"
             warnings.append(f"the {label} run throttled ({reasons}): its times are not the GPU's best")
-    b = {x["name"]: x["samples"] for x in base.get("benchmarks", [])}
-    n = {x["name"]: x["samples"] for x in new.get("benchmarks", [])}
+    b = {x["name"]: x for x in base.get("benchmarks", [])}
+    n = {x["name"]: x for x in new.get("benchmarks", [])}
     for name in sorted(set(b) ^ set(n)):
         warnings.append(f"{name}: only in {'the base' if name in b else 'the new'} file")
     out = []
     for name in [x for x in b if x in n]:
-        bm, nm = statistics.median(b[name]), statistics.median(n[name])
+        bs, ns = _comparable_samples(b[name], n[name], warnings)
+        bm, nm = statistics.median(bs), statistics.median(ns)
         ratio = nm / bm
-        p_slower = float(mannwhitneyu(n[name], b[name], alternative="greater").pvalue)
-        p_faster = float(mannwhitneyu(n[name], b[name], alternative="less").pvalue)
+        p_slower = float(mannwhitneyu(ns, bs, alternative="greater").pvalue)
+        p_faster = float(mannwhitneyu(ns, bs, alternative="less").pvalue)
         if p_slower < alpha and ratio > 1 + threshold:
             verdict = "regression"
         elif p_faster < alpha and ratio < 1 - threshold:
@@ -81,6 +82,24 @@ def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, 
             verdict = "same"
         out.append(Comparison(name, bm, nm, ratio, p_slower, p_faster, verdict))
     return out, warnings
+
+
+def _flushed(rec: dict[str, Any]) -> list[float] | None:
+    return rec["samples"] if rec.get("timer") == "do_bench" else rec.get("do_bench_samples")
+
+
+def _comparable_samples(b: dict[str, Any], n: dict[str, Any], warnings: list[str]) -> tuple[list, list]:
+    """Like for like: ``bench kernels`` picks the CUDA-graph timer per run for kernels near 20 us, and a
+    graph-timed record also keeps its do_bench samples, so two runs timed differently compare on those."""
+    if b.get("timer") == n.get("timer"):
+        return b["samples"], n["samples"]
+    bd, nd = _flushed(b), _flushed(n)
+    if bd and nd and len(bd) >= 2 and len(nd) >= 2:
+        warnings.append(f"{b['name']}: timed with {b.get('timer')} vs {n.get('timer')}: compared on the do_bench "
+                        "samples of both")
+        return bd, nd
+    warnings.append(f"{b['name']}: timed with {b.get('timer')} vs {n.get('timer')}: the times may not be comparable")
+    return b["samples"], n["samples"]
 
 
 def format_table(rows: list[Comparison]) -> str:

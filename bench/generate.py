@@ -243,6 +243,7 @@ def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats:
             hf_model = to_hf(model)
         except ImportError:
             progress("transformers is not installed: no Hugging Face comparison")
+    progress(HEADER)
     g = torch.Generator().manual_seed(seed)
     results: list[GenerateResult] = []
     doc = result_document("generate", {})

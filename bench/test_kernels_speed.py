@@ -19,6 +19,7 @@ from tritongpt.bench import kernels as kb
 from tritongpt.bench import metrics
 from tritongpt.bench.devices import lookup
 from tritongpt.bench.pytest_gpu import calls_per_round, case_params
+from tritongpt.bench.timing import no_gc
 
 ROUNDS = 20
 WARMUP_ROUNDS = 2
@@ -35,11 +36,11 @@ def _graphed(thunk: Callable[[], Any]) -> tuple[Callable[[], Any], str]:
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     try:
-        with torch.cuda.graph(graph):
+        with no_gc(), torch.cuda.graph(graph):
             thunk()
-    except Exception:  # host syncs or allocations the capture refuses: time the plain calls
+    except Exception as e:  # host syncs or allocations the capture refuses: time the plain calls
         torch.cuda.synchronize()
-        return thunk, "direct"
+        return thunk, f"direct ({kb.skip_reason(e)})"
     return graph.replay, "cuda_graph"
 
 
@@ -69,6 +70,9 @@ def test_kernel_speed(benchmark: Any, case: str) -> None:
         if prov == kb.OURS and not isinstance(e, torch.cuda.OutOfMemoryError):
             raise  # a gate must not pass because our kernel stopped running
         pytest.skip(kb.skip_reason(e))
+    if prov == kb.OURS and how != "cuda_graph" and sweep.direction == "fwd":
+        # Generation replays our forward kernels in CUDA graphs; and base and head must time the same way.
+        pytest.fail(f"our forward kernel could not be captured in a CUDA graph: {how}")
     benchmark.extra_info["timed"] = how
     try:
         benchmark.pedantic(run, rounds=ROUNDS, iterations=calls, warmup_rounds=WARMUP_ROUNDS)

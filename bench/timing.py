@@ -15,9 +15,11 @@ reported as ``warmup_s``; it never enters the samples.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,37 +108,53 @@ def do_bench_samples(fn: Callable[[], Any], warmup_ms: float = 25, rep_ms: float
     return [float(t) * 1e-3 for t in ms]
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Python's GC off during a capture: a collected Triton kernel object unloads its module, which
+    invalidates the capture in progress (Triton's own do_bench_cudagraph guards against the same)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def cuda_graph_samples(fn: Callable[[], Any], rep_ms: float = 20, replays: int = 30) -> tuple[list[float], int]:
     """Samples of one call's time (seconds) from replays of a graph of ``n`` unrolled calls."""
     import torch
 
+    caller = torch.cuda.current_stream()
     stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):  # allocator and lazy init outside the capture
-            fn()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(10):
-            fn()
-        end.record()
-        stream.synchronize()
-        estimate_ms = max(start.elapsed_time(end) / 10, 1e-4)
-        n = int(min(max(rep_ms / estimate_ms, 10), 2000))
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            for _ in range(n):
+    stream.wait_stream(caller)
+    try:
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # allocator and lazy init outside the capture
                 fn()
-        graph.replay()
-        stream.synchronize()
-        out = []
-        for _ in range(replays):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            graph.replay()
+            for _ in range(10):
+                fn()
             end.record()
             stream.synchronize()
-            out.append(start.elapsed_time(end) * 1e-3 / n)
-    torch.cuda.current_stream().wait_stream(stream)
+            estimate_ms = max(start.elapsed_time(end) / 10, 1e-4)
+            n = int(min(max(rep_ms / estimate_ms, 10), 2000))
+            graph = torch.cuda.CUDAGraph()
+            with no_gc(), torch.cuda.graph(graph, stream=stream):
+                for _ in range(n):
+                    fn()
+            graph.replay()
+            stream.synchronize()
+            out = []
+            for _ in range(replays):
+                start.record()
+                graph.replay()
+                end.record()
+                stream.synchronize()
+                out.append(start.elapsed_time(end) * 1e-3 / n)
+    finally:  # a capture that fails falls back to do_bench: the caller's stream must still wait for this one
+        caller.wait_stream(stream)
     return out, n
 
 
@@ -156,8 +174,8 @@ def time_gpu(fn: Callable[[], Any], *, timer: str = "auto", warmup_ms: float = 2
             graph_samples, n = cuda_graph_samples(fn, rep_ms=min(rep_ms, 20))
         except RuntimeError as e:  # not capturable: keep the do_bench samples
             extra["graph_error"] = str(e).splitlines()[0][:200]
-        else:
-            extra.update(graph_calls=n, do_bench_median_s=statistics.median(samples))
+        else:  # the do_bench samples stay: compare falls back on them when another run used do_bench
+            extra.update(graph_calls=n, do_bench_median_s=statistics.median(samples), do_bench_samples=samples)
             return Timing(graph_samples, "cuda_graph", "warm", warm, extra)
     return Timing(samples, "do_bench", "flushed", warm, extra)
 

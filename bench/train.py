@@ -98,6 +98,7 @@ def run(preset: str | None, batch: int | None, block: int | None, steps: int, wa
     batch = batch or (16 if dev.type == "cuda" else 4)
     rec = EnvironmentRecorder(dev).start()
     progress(format_environment_line(rec.environment()))
+    progress(HEADER)
     doc = result_document("train", {})
     results = []
     for b in dict.fromkeys(backends):  # a repeated backend would repeat a record name

@@ -86,3 +86,18 @@ def test_throttled_run_is_warned_about():
     throttled = dict(ENV, throttled=True, throttle_reasons=["sw_thermal_slowdown"])
     _, warnings = compare(result({"a": noisy(1e-3)}), result({"a": noisy(1e-3, seed=2)}, env=throttled))
     assert any("new run throttled (sw_thermal_slowdown)" in w for w in warnings)
+
+
+def test_runs_timed_with_different_timers_compare_on_the_do_bench_samples():
+    graph = {"name": "ln", "samples": [float(x) for x in noisy(5e-6)], "timer": "cuda_graph",
+             "do_bench_samples": [float(x) for x in noisy(8e-6, seed=4)]}
+    flushed = {"name": "ln", "samples": [float(x) for x in noisy(8e-6, seed=5)], "timer": "do_bench"}
+    base = {"schema": SCHEMA, "environment": ENV, "benchmarks": [graph]}
+    new = {"schema": SCHEMA, "environment": ENV, "benchmarks": [flushed]}
+    rows, warnings = compare(base, new)
+    # graph samples (warm, 5 us) against flushed ones (8 us) would read as a 60% regression
+    assert rows[0].verdict == "same" and rows[0].ratio == pytest.approx(1.0, rel=0.03)
+    assert any("compared on the do_bench samples" in w for w in warnings)
+    del graph["do_bench_samples"]
+    rows, warnings = compare(base, new)
+    assert rows[0].verdict == "regression" and any("may not be comparable" in w for w in warnings)

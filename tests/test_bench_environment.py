@@ -242,3 +242,39 @@ def test_info_reuses_the_snapshot(fake_cuda):
                       "sm_count": 132, **dev}}
     text = envinfo.format_environment(env)
     assert "SM 1755/1980 MHz" in text and "350 W, 45 C" in text and "gpu_idle" in text
+
+
+def test_a_mig_slice_is_found_by_its_mig_uuid_and_read_on_its_gpu(fake_cuda):
+    # CUDA reports a MIG instance's own UUID, which NVML knows as "MIG-...": "GPU-..." misses, and the old
+    # index fallback then read NVML's GPU <torch index>, whichever physical GPU that is.
+    fake = fake_cuda(reasons=[0x1])
+
+    def by_uuid(uuid):
+        fake.calls["uuid"].append(uuid)
+        if not uuid.startswith("MIG-"):
+            raise FakeNVMLError("Not Found")
+        return "mig-handle"
+
+    fake.nvmlDeviceGetHandleByUUID = by_uuid
+    fake.nvmlDeviceGetHandleByIndex = lambda i: pytest.fail("looked up by index")
+    fake.nvmlDeviceGetDeviceHandleFromMigDeviceHandle = lambda h: {"mig-handle": "gpu-handle"}[h]
+    fake.nvmlDeviceGetName = lambda h: {"gpu-handle": "NVIDIA A100-SXM4-80GB"}[h]
+    snap = envmod.nvml_for_device("cuda")
+    assert fake.calls["uuid"] == ["GPU-8f4e5a2c-0000-1111-2222-333344445555",
+                                  "MIG-8f4e5a2c-0000-1111-2222-333344445555"]
+    assert snap["name"] == "NVIDIA A100-SXM4-80GB" and snap["sm_clock_mhz"] == 1755
+
+
+def test_violation_growth_counts_as_a_share_of_the_run(fake_cuda, monkeypatch):
+    # A 100 s run: 5 s power-capped (5%, routine for dense GEMMs at the power limit) is not throttling,
+    # 2 s of thermal slowdown (2%) is.
+    clock = iter([1000.0, 1100.0])
+    monkeypatch.setattr(envmod.time, "monotonic", lambda: next(clock))
+    fake_cuda(reasons=[0x1, 0x1], violations=[{"power": 0, "thermal": 0}, {"power": 5 * 10**9, "thermal": 0}])
+    env = record()
+    assert env["throttled"] is False and env["throttle_share"] == {"power": 0.05, "thermal": 0.0}
+    assert env["run_s"] == 100.0
+    clock = iter([1000.0, 1100.0])
+    fake_cuda(reasons=[0x1, 0x1], violations=[{"power": 0, "thermal": 0}, {"power": 0, "thermal": 2 * 10**9}])
+    env = record()
+    assert env["throttled"] is True and env["throttle_share"]["thermal"] == pytest.approx(0.02)

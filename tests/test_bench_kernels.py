@@ -233,3 +233,47 @@ def test_points_that_do_not_fit_are_skipped_or_timed_without_a_reference():
     out = kb.run_sweeps([s], device=torch.device("cpu"), timer=_wall, peak=None, log=logs.append)
     assert len(out["benchmarks"]) == 2 and all(r["accurate"] is None for r in out["benchmarks"])
     assert out["failures"] == [] and any("without an accuracy check" in line for line in logs)
+
+
+# ---- GPU-only behaviour that the CPU can still pin down ------------------------------------------------
+def test_compiled_baseline_compiles_every_shape_past_dynamo_recompile_limit():
+    # Dynamo keeps compiled entries per CODE object (shared by every closure of one def and by every
+    # torch.compile of it) and runs the function eagerly past recompile_limit (8): the full sweeps compile
+    # LayerNorm's `eager` 48 times, so most "torch.compile" records would have timed eager PyTorch.
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    s = kc.layer_norm_sweep("fwd", False, "float32", xs=tuple(range(8, 20)), rows=3, providers=["torch"])
+    for prov in (kc._compiled(s.providers["torch"], backend), kc._compiled(s.providers["torch"], backend)):
+        for p in s.points:
+            prov(s.setup(p, torch.device("cpu")))
+    assert len(graphs) == 2 * len(s.points)
+
+
+def test_warmup_s_is_the_first_call_not_a_steady_state_one():
+    import time
+
+    s = kc.layer_norm_sweep("fwd", False, "float32", xs=(8,), rows=2, providers=["triton", "torch"])
+    calls = []
+
+    def slow_first(t):  # compile/autotune on the first call only
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.2)
+        return torch.nn.functional.layer_norm(t["x"], t["x"].shape[-1:], t["weight"], t["bias"])
+
+    s.providers["torch"] = slow_first
+    rec = next(r for r in _run([s])["benchmarks"] if r["provider"] == "torch")
+    assert rec["warmup_s"] >= 0.2 and rec["median_s"] < 0.1
+
+
+def test_speedups_compare_like_with_like_when_the_timers_differ():
+    ours = {"timer": "cuda_graph", "median_s": 10e-6, "timer_note": {"do_bench_median_s": 16e-6}}
+    others = {"graphed": {"timer": "cuda_graph", "median_s": 12e-6, "timer_note": {"do_bench_median_s": 18e-6}},
+              "flushed": {"timer": "do_bench", "median_s": 24e-6}}
+    sp = kb.point_speedups(ours, others)
+    assert sp["graphed"] == pytest.approx(1.2)  # both L2-warm graph replays
+    assert sp["flushed"] == pytest.approx(1.5)  # 24 / 16 (both do_bench), not 24 / 10
