@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     k.add_argument("--out-dir", type=Path, default=Path("bench/results"), help="results folder (bench/results)")
     k.add_argument("--no-save", action="store_true", help="print only; write no result files")
     k.add_argument("--report", action="store_true", help="also write the markdown report with plots")
+    k.add_argument("--list", action="store_true", help="list the sweeps with FLOPs, minimum bytes and roofline "
+                   "floors on H100/A100; runs nothing, needs no GPU")
     k.set_defaults(bench_func=_kernels)
 
     c = sub.add_parser("compare", help="compare two result files: median ratio + Mann-Whitney U; exit 1 on a "
@@ -92,7 +94,7 @@ def _kernels(args: argparse.Namespace) -> int:
         print(f"error: --dtypes takes bfloat16,float16 (got {args.dtypes!r}); --rep-ms > 0", file=sys.stderr)
         return 2
     return kb.main(kernels, quick=args.quick, dtypes=dtypes, timer=args.timer, rep_ms=args.rep_ms,
-                   out_dir=None if args.no_save else args.out_dir, report=args.report)
+                   out_dir=None if args.no_save else args.out_dir, report=args.report, list_only=args.list)
 
 
 def _generate(args: argparse.Namespace) -> int:

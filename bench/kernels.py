@@ -36,7 +36,8 @@ GPU_REQUIRED = (
     "  tritongpt inspect            compile-only report for sm_80/sm_89/sm_90a: registers, spills, shared memory,\n"
     "                               occupancy, tensor-core instructions; --traffic adds counted memory traffic\n"
     "  tritongpt bench generate     generation latency/throughput (runs on CPU, labelled CPU)\n"
-    "  tritongpt bench train        training tokens/s (runs on CPU, labelled CPU)"
+    "  tritongpt bench train        training tokens/s (runs on CPU, labelled CPU)\n"
+    "  tritongpt bench kernels --list   the sweeps with FLOPs, minimum bytes and roofline floors on H100/A100"
 )
 
 Timer = Callable[[Callable[[], Any], Sweep], Timing]
@@ -283,9 +284,27 @@ def run_suite(sweeps: list[Sweep], *, device: torch.device, timer: Timer, peak: 
     return result, failures, paths
 
 
+def list_sweeps(sweeps: list[Sweep]) -> str:
+    """Every point of every sweep with its FLOPs, minimum bytes and roofline floor on the two reference
+    GPUs: what a run will measure, and the times no kernel can beat. Needs no GPU."""
+    from .devices import A100, H100, roofline_seconds
+
+    lines = [f"{'sweep':<40} {'point':<14} {'GFLOP':>9} {'MB':>9} {'floor H100 us':>14} {'floor A100 us':>14}"
+             "  providers"]
+    for s in sweeps:
+        for p in s.points:
+            f, b = s.flops(p) or 0.0, s.nbytes(p)
+            lines.append(f"{s.name:<40} {s.x_name + '=' + str(p['x']):<14} {f / 1e9:>9.2f} {b / 1e6:>9.1f} "
+                         f"{roofline_seconds(f, b, H100) * 1e6:>14.2f} {roofline_seconds(f, b, A100) * 1e6:>14.2f}"
+                         f"  {', '.join(s.providers)}")
+    lines.append(f"{len(sweeps)} sweeps, {sum(len(s.points) for s in sweeps)} points, "
+                 f"{sum(len(s.points) * len(s.providers) for s in sweeps)} measurements")
+    return "\n".join(lines)
+
+
 def main(kernels: tuple[str, ...], *, quick: bool = False, dtypes: tuple[str, ...] = ("bfloat16", "float16"),
          timer: str = "auto", rep_ms: float = 100, out_dir: str | Path | None = "bench/results",
-         report: bool = False) -> int:
+         report: bool = False, list_only: bool = False) -> int:
     from . import kernel_cases
 
     try:  # arguments first: a typo is reported as such on any machine
@@ -293,6 +312,9 @@ def main(kernels: tuple[str, ...], *, quick: bool = False, dtypes: tuple[str, ..
     except ValueError as e:
         print(f"error: --kernels: {e}", file=sys.stderr)
         return 2
+    if list_only:
+        print(list_sweeps(sweeps))
+        return 0
     if not torch.cuda.is_available():
         print(GPU_REQUIRED, file=sys.stderr)
         return 2

@@ -277,3 +277,15 @@ def test_speedups_compare_like_with_like_when_the_timers_differ():
     sp = kb.point_speedups(ours, others)
     assert sp["graphed"] == pytest.approx(1.2)  # both L2-warm graph replays
     assert sp["flushed"] == pytest.approx(1.5)  # 24 / 16 (both do_bench), not 24 / 10
+
+
+def test_list_shows_floors_without_a_gpu(capsys):
+    from tritongpt.engine.cli import main
+
+    assert main(["bench", "kernels", "--list", "--quick", "--kernels", "layer_norm"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines()
+               if line.startswith("layer_norm-fwd-plain-bfloat16") and "N=1024" in line)
+    # 4096 x 1024 bf16 in and out + weight/bias + fp32 stats = 16.8 MB; 16.8 MB / 3.35 TB/s = 5.02 us
+    assert row.split()[3] == "16.8" and row.split()[4] == "5.02"
+    assert out.strip().endswith("2 sweeps, 4 points, 12 measurements")
