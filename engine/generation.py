@@ -116,7 +116,10 @@ class DecodeRunner:
                  cuda_graph: bool, compile: bool = False) -> None:
         w = model.transformer.wte.weight
         dev, V = w.device, model.config.vocab_size
-        self.model, self.params, self.bucket = model, params, bucket
+        # The model is held weakly: cached runners live in a WeakKeyDictionary keyed by the model, so a
+        # strong reference here (or a bound method) would keep every model used on CUDA alive forever.
+        self._model_ref = weakref.ref(model)
+        self.params, self.bucket = params, bucket
         self.cache = KVCache.allocate(model.config, bucket, capacity, dtype=w.dtype, device=dev)
         self.tokens = torch.zeros(bucket, dtype=torch.long, device=dev)  # fed this step, at lengths - 1
         self.lengths = torch.ones(bucket, dtype=torch.long, device=dev)
@@ -132,9 +135,23 @@ class DecodeRunner:
         # the first step. On the 2-core CPU it cut GPT-2's step from ~30 to ~24 ms (fused small ops),
         # after ~30 s of compilation: worth it for long or repeated generation only, hence opt-in.
         self.compiled = compile
-        self.forward = torch.compile(model.forward_decode, dynamic=False) if compile else model.forward_decode
+        # Compiled as the plain function (model passed in): the same frame dynamo sees for the bound
+        # method, without the runner owning the model.
+        self._compiled_forward = torch.compile(type(model).forward_decode, dynamic=False) if compile else None
         if cuda_graph:
             self._capture()
+
+    @property
+    def model(self):
+        model = self._model_ref()
+        if model is None:
+            raise ReferenceError("DecodeRunner: its model has been freed")
+        return model
+
+    def forward(self, tokens, lengths, cache, kv_bound=None) -> torch.Tensor:
+        if self._compiled_forward is not None:
+            return self._compiled_forward(self.model, tokens, lengths, cache, kv_bound)
+        return self.model.forward_decode(tokens, lengths, cache, kv_bound)
 
     def _step(self, kv_bound: int | None = None) -> None:
         logits = self.forward(self.tokens, self.lengths, self.cache, None if self.compiled else kv_bound)
@@ -149,20 +166,28 @@ class DecodeRunner:
             self.presence.scatter_(1, tok[:, None], True)
 
     def _capture(self) -> None:
-        try:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):  # warm-up: autotuning and lazy init must happen outside capture
-                for _ in range(2):
+        # On the runner's GPU, not the current one: torch.cuda.Stream() and torch.cuda.graph's shared
+        # default capture stream belong to the current device, and a capture stream on another GPU than
+        # the tensors records nothing (an empty graph whose replays leave every buffer unchanged).
+        with torch.cuda.device(self.tokens.device):
+            caller = torch.cuda.current_stream()
+            try:
+                s = torch.cuda.Stream()
+                s.wait_stream(caller)
+                with torch.cuda.stream(s):  # warm-up: autotuning and lazy init must happen outside capture
+                    for _ in range(2):
+                        self._step()
+                caller.wait_stream(s)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, stream=s):
                     self._step()
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                self._step()
-            self.graph = g
-        except Exception as e:  # noqa: BLE001 - any capture failure means "run eagerly"
-            warnings.warn(f"CUDA graph capture failed, decoding eagerly: {e}", RuntimeWarning, stacklevel=3)
-            self.graph = None
+                self.graph = g
+            except Exception as e:  # noqa: BLE001 - any capture failure means "run eagerly"
+                # A failed capture_end raises before torch.cuda.graph restores the current stream:
+                # without this, everything after (the eager steps too) would run on the side stream.
+                torch.cuda.set_stream(caller)
+                warnings.warn(f"CUDA graph capture failed, decoding eagerly: {e}", RuntimeWarning, stacklevel=3)
+                self.graph = None
 
     def step(self, kv_bound: int | None = None) -> None:
         if self.graph is not None:
@@ -270,39 +295,61 @@ def run(model, req: Request, *, sync_every: int = SYNC_EVERY, cuda_graph: bool |
     """Drive one request; yields, per host sync, the ``(row, token)`` pairs produced since the last."""
     if req.max_new_tokens == 0:
         return
-    B, n = len(req.prompts), req.max_new_tokens
     if model.transformer.wte.weight.device.type == "cpu" and model.backend == "torch" and not model.training:
         # (a model in training mode, e.g. sampling inside a training run, keeps its layout)
         cpu_decode_layout(model, column_major=len(req.prompts) == 1)
-    with torch.inference_mode(), _eval(model):
-        runner = _runner_for(model, req, cuda_graph, compile)
-        runner.busy = True
-        try:
-            dev = runner.tokens.device
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(req.seed if req.seed is not None else secrets.randbits(63))
-            runner.start(req, gen)
-            width = max(1, min(sync_every, n))
-            hist = torch.empty(runner.bucket, width, dtype=torch.long, device=dev)
-            emit = torch.empty(runner.bucket, width, dtype=torch.bool, device=dev)
-            hist[:, 0], emit[:, 0] = runner.next, runner.emit
-            col, T = 1, max(len(p) for p in req.prompts)
-            eager_bound = runner.graph is None and model.backend == "torch" and not runner.compiled
-            for step in range(1, n + 1):
-                if col == width or step == n:  # host sync: hand over tokens, stop when every row is done
-                    toks, mask, done = hist[:B, :col].tolist(), emit[:B, :col].tolist(), runner.done[:B].tolist()
-                    yield [(r, toks[r][c]) for c in range(col) for r in range(B) if mask[r][c]]
-                    col = 0
-                    if step == n or all(done):
-                        break
-                if runner.noise is not None:
-                    draw_noise(runner.noise, gen)
-                runner.step(min(T + step, runner.cache.capacity) if eager_bound else None)
-                hist[:, col].copy_(runner.next)
-                emit[:, col].copy_(runner.emit)
-                col += 1
-        finally:
-            runner.busy = False
+    # Inference mode is entered around each stretch of work, never held across a yield: it is
+    # thread-local, so held it would cover the consumer's code between tokens, and two interleaved
+    # streams would exit it out of order (the second one then fails on its inference tensors, and
+    # the thread is left in inference mode). Autocast is off: the KV cache holds the weights' dtype,
+    # and a caller's autocast would hand it keys and queries in another (the append and the Triton
+    # decode attention reject the mix).
+    device_type = model.transformer.wte.weight.device.type
+    steps = _steps(model, req, sync_every, cuda_graph, compile)
+    try:
+        with _eval(model):
+            while True:
+                with torch.inference_mode(), torch.autocast(device_type, enabled=False):
+                    events = next(steps, None)
+                if events is None:
+                    return
+                yield events
+    finally:
+        steps.close()
+
+
+def _steps(model, req: Request, sync_every: int, cuda_graph: bool | None, compile: bool
+           ) -> Iterator[list[tuple[int, int]]]:
+    """``run``'s body; each resumption must run in inference mode."""
+    B, n = len(req.prompts), req.max_new_tokens
+    runner = _runner_for(model, req, cuda_graph, compile)
+    runner.busy = True
+    try:
+        dev = runner.tokens.device
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(req.seed if req.seed is not None else secrets.randbits(63))
+        runner.start(req, gen)
+        width = max(1, min(sync_every, n))
+        hist = torch.empty(runner.bucket, width, dtype=torch.long, device=dev)
+        emit = torch.empty(runner.bucket, width, dtype=torch.bool, device=dev)
+        hist[:, 0], emit[:, 0] = runner.next, runner.emit
+        col, T = 1, max(len(p) for p in req.prompts)
+        eager_bound = runner.graph is None and model.backend == "torch" and not runner.compiled
+        for step in range(1, n + 1):
+            if col == width or step == n:  # host sync: hand over tokens, stop when every row is done
+                toks, mask, done = hist[:B, :col].tolist(), emit[:B, :col].tolist(), runner.done[:B].tolist()
+                yield [(r, toks[r][c]) for c in range(col) for r in range(B) if mask[r][c]]
+                col = 0
+                if step == n or all(done):
+                    break
+            if runner.noise is not None:
+                draw_noise(runner.noise, gen)
+            runner.step(min(T + step, runner.cache.capacity) if eager_bound else None)
+            hist[:, col].copy_(runner.next)
+            emit[:, col].copy_(runner.emit)
+            col += 1
+    finally:
+        runner.busy = False
 
 
 def generate(

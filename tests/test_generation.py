@@ -66,6 +66,55 @@ def test_padded_bucket_rows_do_not_change_real_rows():
     assert runner.done[3].item() and int(runner.lengths[3]) == 1  # the padding row never advanced
 
 
+
+def test_cached_runner_does_not_keep_its_model_alive():
+    # GPU runners are cached in a WeakKeyDictionary keyed by the model: a runner holding the model
+    # (or its bound forward) strongly would make every model used on CUDA immortal.
+    import gc
+    import weakref
+
+    from tritongpt.engine import generation
+
+    m = tiny()
+    req = validate_request(m, [[1, 2, 3]], 4, temperature=0)
+    runner = DecodeRunner(m, 1, 16, req.params, cuda_graph=False)
+    with torch.inference_mode():
+        runner.start(req, torch.Generator())
+        runner.step()
+    generation._RUNNERS.setdefault(m, {})["key"] = runner
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None and not any(r is runner for v in generation._RUNNERS.values() for r in v.values())
+    with pytest.raises(ReferenceError):
+        runner.step()
+
+
+def test_interleaved_streams_keep_inference_mode_local():
+    # Inference mode is thread-local: held across yields it covered the consumer's code, and streams
+    # closed out of order left the thread in inference mode (and crashed the other stream).
+    m = tiny()
+    a = stream(m, [[1, 2, 3]], 3, temperature=0)
+    b = stream(m, [[4, 5]], 8, temperature=0)
+    got_b = []
+    for _ in a:
+        got_b.append(next(b)[1])
+        assert not torch.is_inference_mode_enabled()
+    got_b += [t for _, t in b]
+    assert not torch.is_inference_mode_enabled()
+    assert got_b == generate(m, [[4, 5]], 8, temperature=0)[0]
+    pairs = list(zip(stream(m, [[1, 2]], 4, temperature=0), stream(m, [[3]], 4, temperature=0), strict=False))
+    assert len(pairs) == 4 and not torch.is_inference_mode_enabled()
+
+
+def test_generate_under_autocast_uses_the_weights_dtype():
+    # The cache holds the weights' dtype; a caller's autocast (e.g. an eval loop) must not reach the
+    # decode step (on CUDA the Triton decode attention rejects bf16 queries over an fp32 cache).
+    m = tiny()
+    want = generate(m, [[1, 2, 3], [4]], 6, temperature=0)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert generate(m, [[1, 2, 3], [4]], 6, temperature=0) == want
+
 def test_greedy_matches_hugging_face(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
