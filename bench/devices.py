@@ -28,6 +28,7 @@ PEAKS: list[tuple[str, DevicePeak]] = [
     ("A100 80GB PCIe", DevicePeak("A100 PCIe 80GB", 312.0, 1935.0, 108)),
     ("A100", DevicePeak("A100", 312.0, 1555.0, 108)),
     ("L40S", DevicePeak("L40S", 362.0, 864.0, 142)),
+    ("L40", DevicePeak("L40", 181.0, 864.0, 142)),  # before "L4": "NVIDIA L40" contains "L4"
     ("L4", DevicePeak("L4", 121.0, 300.0, 58)),
     ("A10G", DevicePeak("A10G", 70.0, 600.0, 80)),
     ("RTX 4090", DevicePeak("RTX 4090", 165.2, 1008.0, 128)),

@@ -76,7 +76,14 @@ class Windows:
         xy = torch.from_numpy(w)
         x, y = xy[:, :-1], xy[:, 1:]
         if device.type == "cuda":
-            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+            # x and y are strided views: pinning them keeps the strides, and a strided host-to-device
+            # copy goes through a contiguous *pageable* temporary, so the pinning would be wasted.
+            # One contiguous pinned (2, B, T) buffer, one asynchronous copy.
+            buf = torch.empty((2, *x.shape), dtype=torch.int64, pin_memory=True)
+            buf[0].copy_(x)
+            buf[1].copy_(y)
+            buf = buf.to(device, non_blocking=True)
+            return buf[0], buf[1]
         return x.contiguous(), y.contiguous()
 
 
@@ -107,18 +114,27 @@ class _Stop:
             signal.signal(s, h)
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """The CPU generator and the training GPU's. Every rank seeds alike and draws alike, so rank 0's
+    state is every rank's: saving all GPUs' generators of process 0 (``get_rng_state_all``) would
+    hand rank r, on resume, process 0's never-used generator for GPU r instead."""
     st = {"rng_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["rng_cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        st["rng_cuda"] = torch.cuda.get_rng_state(device)
     return st
 
 
-def _set_rng_state(st: dict[str, Any]) -> None:
+def _set_rng_state(st: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(st["rng_cpu"])
-    if torch.cuda.is_available() and "rng_cuda" in st:
-        with contextlib.suppress(RuntimeError):  # fewer GPUs than when saved
-            torch.cuda.set_rng_state_all(st["rng_cuda"])
+    cuda = st.get("rng_cuda")
+    if device.type != "cuda" or cuda is None:
+        return
+    if isinstance(cuda, (list, tuple)):  # a per-GPU list (older checkpoints): this GPU's entry, if any
+        i = device.index if device.index is not None else torch.cuda.current_device()
+        if i >= len(cuda):
+            return
+        cuda = cuda[i]
+    torch.cuda.set_rng_state(cuda, device)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

@@ -72,8 +72,15 @@ def load(path: Path, model, optimizer) -> dict[str, Any]:
     if not isinstance(state, dict) or "optimizer" not in state or "step" not in state:
         raise CheckpointError(f"{f}: missing optimizer state or step")
     try:
+        # The implementation flags follow this run's device, not the saving run's: a group's saved
+        # ``fused`` would otherwise override ours (a CPU checkpoint resumed on a GPU would lose the
+        # fused AdamW, and the fused one hosts ``step`` on the parameters' device).
+        for saved, ours in zip(state["optimizer"].get("param_groups", ()), optimizer.param_groups, strict=False):
+            for key in ("fused", "foreach", "capturable"):
+                if key in ours:
+                    saved[key] = ours[key]
         optimizer.load_state_dict(state["optimizer"])
-    except (ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{f}: optimizer state does not fit this model ({e})") from e
     state["meta"] = meta
     return state

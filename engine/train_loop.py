@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -61,13 +62,17 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(t.device)
+        if device.type == "cuda" and device.index is None:  # "cuda": this rank's GPU, not GPU 0 for all
+            device = torch.device("cuda", local_rank)
+    own_pg = False
     if world > 1:
         import torch.distributed as dist
 
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # before NCCL creates its communicators
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+            own_pg = True
     autocast = (t.dtype == "bfloat16") or (t.dtype == "auto" and device.type == "cuda")
 
     torch.manual_seed(t.seed)  # model init and dropout; identical on every rank
@@ -84,7 +89,7 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
     if resume and existing:
         state = ckpt.load(existing[-1][1], model, optimizer)
         start = int(state["step"])
-        _set_rng_state(state)
+        _set_rng_state(state, device)
         if rank == 0:
             _truncate_metrics(metrics_path, start)
         _log(quiet, rank, f"resumed from {existing[-1][1]} at step {start}")
@@ -131,7 +136,7 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
     def save(step: int) -> Path | None:
         if rank != 0:
             return None
-        return ckpt.save(out, raw_model, optimizer, step, _rng_state(), meta, t.keep_last)
+        return ckpt.save(out, raw_model, optimizer, step, _rng_state(device), meta, t.keep_last)
 
     def write_metrics(rec: dict[str, Any]) -> None:
         if rank == 0:
@@ -148,6 +153,14 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
     result: dict[str, Any] = {"step": start, "stopped_by": None, "val_loss": None}
     last_good = start
     t_last = time.perf_counter()
+    stop_votes = 0.0  # ranks that had a signal at this step's all-reduce (multi-process runs)
+
+    def stop_requested() -> bool:
+        return stop_votes > 0 if world > 1 else stop.signal is not None
+
+    def stopped_by() -> str:
+        return signal.Signals(stop.signal).name if stop.signal is not None else "SIGTERM (on another rank)"
+
     with _Stop() as stop:
         step = start
         while step < t.max_iters:
@@ -162,16 +175,22 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
                 sync = micro == t.grad_accum - 1
                 ctx = model.no_sync() if world > 1 and not sync else contextlib.nullcontext()
                 with ctx, torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-                    _, loss = model(x, y)
+                    loss = model(x, y)[1]  # not the logits: kept alive, they would outlive the backward
                 (loss / t.grad_accum).backward()
                 loss_sum += loss.detach()
             train_loss = loss_sum / t.grad_accum
             if world > 1:
                 import torch.distributed as dist
 
-                dist.all_reduce(train_loss)
+                # The stop request travels with the loss: every rank stops after the same step. A
+                # signal seen by some ranks only (it reaches each process at its own moment) would
+                # otherwise leave the others waiting in the next step's collectives.
+                packed = torch.stack([train_loss, torch.tensor(float(stop.signal is not None), device=device)])
+                dist.all_reduce(packed)
+                train_loss, stop_votes = packed.tolist()
                 train_loss /= world
-            train_loss = train_loss.item()
+            else:
+                train_loss = train_loss.item()
             if not math.isfinite(train_loss):
                 optimizer.zero_grad(set_to_none=True)
                 if t.nan_policy == "stop":
@@ -180,6 +199,10 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
                                         "train.nan_policy=\"skip\" to skip such steps")
                 _log(quiet, rank, f"step {step}: non-finite loss, step skipped")
                 step += 1
+                if stop_requested():  # a run that only skips must still stop on a signal
+                    save(step)  # a skipped step leaves the weights as they were
+                    result["stopped_by"] = stopped_by()
+                    break
                 continue
             grad_norm = None
             if t.grad_clip > 0:
@@ -211,10 +234,10 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
             if step % ckpt_every == 0 or step == t.max_iters:
                 save(step)
                 last_good = step
-            if stop.signal is not None:
+            if stop_requested():
                 if last_good != step:
                     save(step)
-                result["stopped_by"] = "SIGINT" if stop.signal == 2 else "SIGTERM"
+                result["stopped_by"] = stopped_by()
                 break
             t_last = time.perf_counter()  # evaluation, sampling and checkpoints are not training time
         result["step"] = step
@@ -228,6 +251,8 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
         import torch.distributed as dist
 
         dist.barrier()
+        if own_pg:
+            dist.destroy_process_group()
     return result
 
 

@@ -289,3 +289,9 @@ def test_list_shows_floors_without_a_gpu(capsys):
     # 4096 x 1024 bf16 in and out + weight/bias + fp32 stats = 16.8 MB; 16.8 MB / 3.35 TB/s = 5.02 us
     assert row.split()[3] == "16.8" and row.split()[4] == "5.02"
     assert out.strip().endswith("2 sweeps, 4 points, 12 measurements")
+
+
+def test_device_table_prefers_the_most_specific_name():
+    assert lookup("NVIDIA L40S").name == "L40S" and lookup("NVIDIA L40").name == "L40"
+    assert lookup("NVIDIA L4").name == "L4" and lookup("NVIDIA H100 PCIe").name == "H100 PCIe"
+    assert lookup("NVIDIA H100 80GB HBM3").name == "H100 SXM" and lookup("Tesla T4") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -153,6 +154,71 @@ def test_nan_loss_skip_policy(tmp_path, data, monkeypatch):
     assert sorted(losses(tmp_path / "run")) == [1, 2, 4, 5, 6, 7, 8]
 
 
+def test_signal_stops_a_run_that_only_skips(tmp_path, data, monkeypatch, capsys):
+    """nan_policy=skip with every step non-finite: a signal must still stop the run (it used to skip
+    the stop check with the step)."""
+    from tritongpt.engine.model import GPT
+
+    orig = GPT.forward
+
+    def forward(self, idx, targets=None):
+        out = orig(self, idx, targets)
+        if targets is not None and self.training:
+            os.kill(os.getpid(), signal.SIGTERM)  # caught by the loop's handler: a flag, no exit
+            return out[0], out[1] * float("nan")
+        return out
+
+    monkeypatch.setattr(GPT, "forward", forward)
+    cfg = config(tmp_path, data, iters=100_000, eval_interval=100_000)
+    assert train(cfg, tmp_path / "run", "--set", 'train.nan_policy="skip"') == 0
+    assert "stopped by SIGTERM: checkpoint saved at step 1" in capsys.readouterr().err
+    assert (tmp_path / "run" / "checkpoints" / "step_00000001").is_dir()
+
+
+def test_resume_takes_this_runs_optimizer_flags(tmp_path):
+    """A checkpoint's param groups must not override the resuming optimizer's implementation flags
+    (a CPU run's ``fused=None`` would turn a GPU run's fused AdamW off)."""
+    from tritongpt.engine import train_checkpoint as ckpt
+    from tritongpt.engine.config import GPTConfig
+    from tritongpt.engine.model import GPT
+    from tritongpt.engine.train import make_optimizer
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16, backend="torch"))
+    cpu = torch.device("cpu")
+    opt = make_optimizer(model, TrainConfig(), cpu)
+    idx = torch.randint(0, 30, (2, 8))
+    model(idx, idx)[1].backward()
+    opt.step()
+    path = ckpt.save(tmp_path, model, opt, 1, {"rng_cpu": torch.get_rng_state()}, {}, 2)
+    fused = torch.optim.AdamW(opt.param_groups[0]["params"], fused=True)  # stands in for the GPU run's
+    fused.add_param_group({"params": opt.param_groups[1]["params"], "weight_decay": 0.0})
+    ckpt.load(path, model, fused)
+    assert all(g["fused"] is True for g in fused.param_groups)
+    assert fused.state[opt.param_groups[0]["params"][0]]["step"].dtype == torch.float32
+    model(idx, idx)[1].backward()
+    fused.step()
+
+
+def test_cuda_rng_state_is_the_training_gpus(monkeypatch):
+    """Only the training GPU's generator is saved and restored (rank 0's state is every rank's);
+    an older per-GPU list restores this GPU's entry, and one from a machine with fewer GPUs nothing."""
+    from tritongpt.engine import train
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.tensor([device.index]))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": calls.append((int(state[0]),
+                                                                                                   device.index)))
+    dev = torch.device("cuda", 1)
+    st = train._rng_state(dev)
+    assert int(st["rng_cuda"][0]) == 1 and "rng_cuda" not in train._rng_state(torch.device("cpu"))
+    train._set_rng_state(st, dev)
+    train._set_rng_state({**st, "rng_cuda": [torch.tensor([7]), torch.tensor([8])]}, dev)
+    train._set_rng_state({**st, "rng_cuda": [torch.tensor([7])]}, dev)
+    train._set_rng_state(st, torch.device("cpu"))
+    assert calls == [(1, 1), (8, 1)]
+
+
 def test_sigterm_saves_and_exits_0(tmp_path, data):
     cfg = config(tmp_path, data, iters=100_000, eval_interval=100_000)
     out = tmp_path / "run"
@@ -198,6 +264,54 @@ def test_ddp_gloo_matches_single_process(tmp_path, data):
     assert list(ddp) == list(single) == [1, 2, 3, 4]
     for s in ddp:
         assert ddp[s] == pytest.approx(single[s], rel=1e-5, abs=1e-6)
+
+
+def _worker_pid(parent: int, rank: int) -> int | None:
+    """The pid of torchrun's worker with RANK=rank (Linux /proc), or None while not started."""
+    try:
+        kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return None
+    for kid in kids:
+        try:
+            env = Path(f"/proc/{kid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return int(kid)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc")
+def test_ddp_signal_on_one_rank_stops_every_rank(tmp_path, data):
+    """A signal that reaches one rank only: every rank stops after the same step (no rank left waiting
+    in a collective), the checkpoint of that step is written and the job exits 0."""
+    cfg = config(tmp_path, data, iters=100_000, eval_interval=100_000, dropout=0.0)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tritongpt",
+           "train", "--config", str(cfg), "--out", str(out), "--quiet", "--set", "train.batch_size=2"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        metrics = out / "metrics.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            time.sleep(0.2)
+        workers = [pid for r in (0, 1) if (pid := _worker_pid(proc.pid, r)) is not None]
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGTERM)  # rank 1 only
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:  # hung (a rank left waiting in a collective): kill the workers, then torchrun
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    step = max(losses(out))
+    assert (out / "checkpoints" / f"step_{step:08d}").is_dir()
 
 
 def test_lr_schedule_and_batches():
