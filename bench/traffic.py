@@ -97,21 +97,28 @@ def _install() -> None:
         return
     orig_load, orig_store = b.create_masked_load, b.create_masked_store
 
-    def create_masked_load(self, ptrs, mask, other, cache_policy, is_volatile):
-        if _ACTIVE:
-            size = np.dtype(interp._get_np_dtype(ptrs.get_element_ty())).itemsize
-            addr = np.broadcast_to(ptrs.data, np.broadcast_shapes(ptrs.data.shape, mask.data.shape))
-            m = np.broadcast_to(mask.data, addr.shape)
-            _ACTIVE[-1]._loads.append((addr[m].astype(np.int64).ravel(), size))
-        return orig_load(self, ptrs, mask, other, cache_policy, is_volatile)
+    # The trailing arguments differ between Triton versions ((cache_policy, is_volatile) on 3.9,
+    # (cache_modifier, eviction_policy, is_volatile) on 3.3-3.6): only ptrs and mask are read here,
+    # the rest is passed through as given.
+    def _record(into: list, ptrs, mask) -> None:
+        size = np.dtype(interp._get_np_dtype(ptrs.get_element_ty())).itemsize
+        addr = np.broadcast_to(ptrs.data, np.broadcast_shapes(ptrs.data.shape, mask.data.shape))
+        m = np.broadcast_to(mask.data, addr.shape)
+        into.append((addr[m].astype(np.int64).ravel(), size))
 
-    def create_masked_store(self, ptrs, value, mask, cache_policy):
+    def create_masked_load(self, *args, **kwargs):
         if _ACTIVE:
-            size = np.dtype(interp._get_np_dtype(ptrs.get_element_ty())).itemsize
-            addr = np.broadcast_to(ptrs.data, np.broadcast_shapes(ptrs.data.shape, mask.data.shape))
-            m = np.broadcast_to(mask.data, addr.shape)
-            _ACTIVE[-1]._stores.append((addr[m].astype(np.int64).ravel(), size))
-        return orig_store(self, ptrs, value, mask, cache_policy)
+            ptrs = args[0] if args else kwargs["ptrs"]
+            mask = args[1] if len(args) > 1 else kwargs["mask"]
+            _record(_ACTIVE[-1]._loads, ptrs, mask)
+        return orig_load(self, *args, **kwargs)
+
+    def create_masked_store(self, *args, **kwargs):
+        if _ACTIVE:
+            ptrs = args[0] if args else kwargs["ptrs"]
+            mask = args[2] if len(args) > 2 else kwargs["mask"]
+            _record(_ACTIVE[-1]._stores, ptrs, mask)
+        return orig_store(self, *args, **kwargs)
 
     create_masked_load._tritongpt_traffic = True  # type: ignore[attr-defined]
     b.create_masked_load = create_masked_load

@@ -12,6 +12,10 @@ merge).
 """
 
 if __name__ == "tritongpt.kernels":
+    from . import _compat
+
+    _compat.install()  # before the kernel modules apply triton.autotune (Triton <= 3.3 without a GPU)
+
     from .decode_attention import decode_attention
     from .flash_attention import attention
     from .fused_linear import gelu_linear, linear
