@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "tritongpt-bench/1"
+from .results import SCHEMA  # noqa: F401  (re-exported: the schema name callers compare against)
+
 _ENV_KEYS = ("gpu", "device", "torch", "triton", "cuda", "driver")
 
 

@@ -22,15 +22,14 @@ import json
 import statistics
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .compare import SCHEMA
 from .environment import EnvironmentRecorder, cpu_model, format_environment_line, throttle_warning
 from .launches import count_launches
+from .results import _quantile, add_record, result_document  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -99,11 +98,6 @@ def step_bytes(model, batch: int, context: float) -> int:
     params -= (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd  # the floor needs real vocabulary rows only
     kv_per_pos = 2 * cfg.n_layer * cfg.n_embd * esize
     return int(params * esize + batch * cfg.n_embd * esize + batch * (context + 1) * kv_per_pos)
-
-
-def _quantile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
 
 
 def time_ours(model, prompts: list[list[int]], n: int, repeats: int, compile: bool = False) -> dict[str, Any]:
@@ -199,30 +193,6 @@ def _result(provider, B, P, n, t, nbytes, bw, launches=(None, None, None)) -> Ge
         floor_ratio_reduction=p50 / (nbytes / (bw["sum_gbs"] * 1e9)),
         launches_per_step=launches[2] if launches[2] is not None else launches[0], launches_per_layer=launches[1],
     )
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def result_document(suite: str, environment: dict[str, Any]) -> dict[str, Any]:
-    """An empty ``tritongpt-bench/1`` result for ``suite``; fill ``benchmarks`` with :func:`add_record`."""
-    return {"schema": SCHEMA, "suite": suite, "created": utc_now(), "environment": environment,
-            "benchmarks": [], "skipped": []}
-
-
-def add_record(doc: dict[str, Any], name: str, samples: list[float], **fields: Any) -> None:
-    """A record with its raw samples (seconds, wall clock around device syncs). One that ``bench compare``
-    could not test (< 2 samples, or a non-positive derived estimate) is listed under ``skipped``."""
-    samples = [float(x) for x in samples]
-    if len(samples) < 2 or min(samples) <= 0:
-        why = f"{len(samples)} sample(s)" if len(samples) < 2 else "a non-positive sample"
-        doc["skipped"].append({"name": name, "reason": f"{why}: a comparison needs >= 2 positive samples "
-                               "(raise --repeats / --steps)"})
-        return
-    doc["benchmarks"].append({"name": name, **fields, "samples": samples, "timer": "wall",
-                              "median_s": statistics.median(samples), "q20_s": _quantile(samples, 0.2),
-                              "q80_s": _quantile(samples, 0.8)})
 
 
 def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats: int = 3,

@@ -257,14 +257,15 @@ def run_suite(sweeps: list[Sweep], *, device: torch.device, timer: Timer, peak: 
     """Environment capture around the sweeps, then the result file, history, plots (and report).
     Returns (result, failures of our kernels, written paths)."""
     from .environment import EnvironmentRecorder, format_environment_line, throttle_warning
+    from .results import result_document
 
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result = result_document("kernels", {})  # "created": when the suite started
     with EnvironmentRecorder(device) as recorder:
         log(format_environment_line(recorder.environment()))
         body = run_sweeps(sweeps, device=device, timer=timer, peak=peak, log=log)
     env = recorder.environment()
     failures = body.pop("failures")
-    result = {"schema": "tritongpt-bench/1", "suite": "kernels", "created": created, "environment": env, **body}
+    result.update(environment=env, **body)
     warning = throttle_warning(env)
     if warning:
         print(warning, file=sys.stderr)

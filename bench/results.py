@@ -433,3 +433,35 @@ def save(result: dict[str, Any], out_dir: str | Path = DEFAULT_DIR) -> dict[str,
     path = write_results(result, out)
     return {"json": path, "history": append_history(result, out / HISTORY_NAME),
             "plots": plot_sweeps(result, out, prefix=path.stem)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# building a result (the suites)
+
+def _quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def result_document(suite: str, environment: dict[str, Any]) -> dict[str, Any]:
+    """An empty ``tritongpt-bench/1`` result for ``suite``; fill ``benchmarks`` with :func:`add_record`."""
+    return {"schema": SCHEMA, "suite": suite, "created": utc_now(), "environment": environment,
+            "benchmarks": [], "skipped": []}
+
+
+def add_record(doc: dict[str, Any], name: str, samples: list[float], **fields: Any) -> None:
+    """A record with its raw samples (seconds, wall clock around device syncs). One that ``bench compare``
+    could not test (< 2 samples, or a non-positive derived estimate) is listed under ``skipped``."""
+    samples = [float(x) for x in samples]
+    if len(samples) < 2 or min(samples) <= 0:
+        why = f"{len(samples)} sample(s)" if len(samples) < 2 else "a non-positive sample"
+        doc["skipped"].append({"name": name, "reason": f"{why}: a comparison needs >= 2 positive samples "
+                               "(raise --repeats / --steps)"})
+        return
+    doc["benchmarks"].append({"name": name, **fields, "samples": samples, "timer": "wall",
+                              "median_s": statistics.median(samples), "q20_s": _quantile(samples, 0.2),
+                              "q80_s": _quantile(samples, 0.8)})

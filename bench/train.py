@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from .environment import EnvironmentRecorder, format_environment_line, throttle_warning
-from .generate import _sync, add_record, result_document
+from .generate import _sync
+from .results import add_record, result_document
 
 
 @dataclass
