@@ -80,7 +80,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tritongpt", description="Triton kernels under a minimal GPT-2 engine.")
+    p = argparse.ArgumentParser(prog="tritongpt", description="Triton kernels under a minimal GPT-2 engine.",
+                                epilog="Errors print one line; --debug (anywhere) or TRITONGPT_DEBUG=1 shows the traceback.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("info", help="versions and device (GPU name, memory, capability, clocks)")
@@ -152,12 +153,53 @@ def _use_interpreter_without_gpu() -> None:
         patch_interpreter()
 
 
+def debug_enabled(argv: list[str]) -> bool:
+    """``--debug`` anywhere on the command line, or ``TRITONGPT_DEBUG=1``: show tracebacks."""
+    import os
+
+    return "--debug" in argv or os.environ.get("TRITONGPT_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for a user: what went wrong and with which file, argument or key."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+        if not isinstance(e, (ValueError, OSError, KeyError)) and type(e).__name__ not in text:
+            text = f"{type(e).__name__}: {text}"
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors become one ``error: ...`` line on stderr and exit code 2 (1 for an
+    unexpected failure); ``--debug`` or ``TRITONGPT_DEBUG=1`` re-raises to show the traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = debug_enabled(argv)
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        # The project's own errors and the argument/file errors carry a message written for the user.
+        expected = isinstance(e, (ValueError, OSError, LookupError, TypeError)) or \
+            type(e).__module__.startswith("tritongpt.")
+        hint = "" if expected else " (TRITONGPT_DEBUG=1 shows the traceback)"
+        print(f"error: {describe_error(e)}{hint}", file=sys.stderr)
+        return 2 if expected else 1
+
+
+def _run(argv: list[str]) -> int:
     import os
 
     # Triton 3.9 warns when this is unset; 1 keeps the behaviour every earlier Triton had.
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["inspect"] and "--traffic" in argv:
         # Traffic is counted on the interpreter even where a GPU exists (set before kernels import).
         import os
