@@ -195,6 +195,14 @@ def _result(provider, B, P, n, t, nbytes, bw, launches=(None, None, None)) -> Ge
     )
 
 
+def optional_import_failure(e: ImportError, package: str) -> str:
+    """Why an optional peer could not be imported, truthfully: "not installed" only when the package
+    itself is missing; a broken install or a failing import inside it is shown as what it is."""
+    if isinstance(e, ModuleNotFoundError) and e.name is not None and e.name.split(".")[0] == package:
+        return f"{package} is not installed"
+    return f"importing {package} failed: {type(e).__name__}: {e}"
+
+
 def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats: int = 3,
         hf: bool = True, seed: int = 0, compile: bool = False, progress=print) -> dict[str, Any]:
     """Time each batch size and provider; returns the ``tritongpt-bench/1`` result (suite "generate")."""
@@ -205,18 +213,21 @@ def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats:
     progress(format_environment_line(rec.environment()))
     bw = streaming_read_bandwidth(dev)
     progress(f"streaming read on {device_name(dev)}: sum {bw['sum_gbs']:.1f} GB/s, GEMV {bw['gemv_gbs']:.1f} GB/s")
-    hf_model = None
+    hf_model, hf_missing = None, None
     if hf:
         try:
             from tritongpt.engine.weights import to_hf
 
             hf_model = to_hf(model)
-        except ImportError:
-            progress("transformers is not installed: no Hugging Face comparison")
+        except ImportError as e:
+            hf_missing = optional_import_failure(e, "transformers")
+            progress(f"no Hugging Face comparison: {hf_missing}")
     progress(HEADER)
     g = torch.Generator().manual_seed(seed)
     results: list[GenerateResult] = []
     doc = result_document("generate", {})
+    if hf_missing:
+        doc["skipped"].append({"name": "generate/hf", "reason": hf_missing})
 
     def measured(provider: str, B: int, t: dict[str, Any], nbytes: int, launches=(None, None, None)) -> None:
         results.append(_result(provider, B, prompt_len, new_tokens, t, nbytes, bw, launches))

@@ -12,9 +12,13 @@ merge).
 """
 
 if __name__ == "tritongpt.kernels":
-    from . import _compat
+    from . import _compat, _interpreter
 
     _compat.install()  # before the kernel modules apply triton.autotune (Triton <= 3.3 without a GPU)
+    if _interpreter.interpreter_enabled():
+        # Plain Python use under TRITON_INTERPRET=1 gets the same interpreter fixes as the CLI and the
+        # tests; each patch goes in only where its probe shows the bug in this Triton.
+        _interpreter.patch_interpreter()
 
     from .decode_attention import decode_attention
     from .flash_attention import attention
@@ -23,10 +27,26 @@ if __name__ == "tritongpt.kernels":
 
     __all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear"]
 else:
-    # Imported as a top-level ``kernels`` because the repository root is on sys.path (``python -m``
-    # from the checkout). transformers does exactly that when it probes for the unrelated PyPI
-    # package ``kernels``. Importing the ops here would register every ``tritongpt::`` custom op a
-    # second time with new Python functions, which corrupted dispatch and crashed the process
-    # (tests/test_interpreter.py::test_top_level_kernels_import_is_inert). Stay an empty module.
-    __all__ = []
-    __version__ = "N/A"
+    # Imported as top-level ``kernels``: the repository root is on sys.path (``python -c``/``-m`` or a
+    # notebook in the checkout) and the name belongs to PyPI's ``kernels`` (transformers imports it).
+    # Hand over to the installed distribution; registering the ``tritongpt::`` ops a second time
+    # from this copy would corrupt the dispatcher, so no kernel module is imported here.
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+
+    def _installed_kernels_spec(name: str):
+        checkout = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        others = [p for p in sys.path if os.path.realpath(p or os.curdir) != checkout]
+        return importlib.machinery.PathFinder.find_spec(name, others)
+
+    _spec = _installed_kernels_spec(__name__)
+    if _spec is None or _spec.loader is None:
+        raise ModuleNotFoundError(
+            f"No module named {__name__!r} (this checkout's kernels/ folder is tritongpt.kernels; "
+            f"the PyPI package 'kernels' is not installed)", name=__name__)
+    # The import system returns whatever sys.modules holds under the name once this file ends.
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules[__name__] = _module
+    _spec.loader.exec_module(_module)

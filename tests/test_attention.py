@@ -23,6 +23,8 @@ import tritongpt.kernels.flash_attention_bwd as fab
 from tritongpt.kernels.flash_attention import attention
 from tritongpt.kernels.flash_attention_bwd import TunedConfig
 
+pytestmark = pytest.mark.kernel
+
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

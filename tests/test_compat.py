@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import pytest
 import triton
 
 import tritongpt.kernels  # noqa: F401  (installs the guards)
 from tritongpt.kernels import _compat
 
+pytestmark = pytest.mark.kernel
 
-def test_current_triton_keeps_its_own_autotune():
-    # 3.6's property and 3.9's cached_property are lazy: nothing to patch, the kernels use triton.autotune as is
-    assert not _compat._autotuner_benchmarker_is_eager()
-    assert triton.autotune is _compat._original_autotune
+
+def _triton_version() -> tuple[int, int]:
+    major, minor = triton.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_autotune_is_patched_exactly_where_the_benchmarker_is_eager():
+    # 3.6's property and 3.9's cached_property are lazy: nothing to patch, the kernels use triton.autotune as is.
+    # 3.3 looks the driver up when a kernel is decorated: the guard must be installed there.
+    eager = _triton_version() <= (3, 3)
+    assert _compat._autotuner_benchmarker_is_eager() == eager
+    assert (triton.autotune is _compat.autotune) == eager
+    assert (triton.autotune is _compat._original_autotune) == (not eager)
 
 
 def test_eager_benchmarker_gets_a_lazy_do_bench(monkeypatch):

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from tritongpt.kernels import decode_attention
 
+pytestmark = pytest.mark.kernel
+
 # The package exports the function under the module's name: fetch the module itself.
 da = importlib.import_module("tritongpt.kernels.decode_attention")
 

@@ -20,6 +20,8 @@ from tritongpt.kernels import fused_linear as fl
 from tritongpt.kernels import fused_linear_bwd as flb
 from tritongpt.kernels._interpreter import interpreter_enabled
 
+pytestmark = pytest.mark.kernel
+
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from tritongpt.kernels import layernorm as ln
 from tritongpt.kernels.layernorm import layer_norm
 
+pytestmark = pytest.mark.kernel
+
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

@@ -26,6 +26,7 @@ def _hf_model(n_embd: int, n_head: int, n_layer: int = 2, vocab: int = 101, n_po
 
 
 # head dims 16, 12 (not a power of two), 20, 40
+@pytest.mark.latest
 @pytest.mark.parametrize("n_embd,n_head", [(64, 4), (48, 4), (60, 3), (80, 2)])
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 def test_hf_parity(tmp_path, n_embd, n_head, fmt):
