@@ -4,56 +4,46 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .schema import check_values, describe_unknown, rules, setting, spellings, validate_fields
 
 BACKENDS = ("auto", "torch", "triton")
 
 
 @dataclass
 class GPTConfig:
-    """GPT-2 hyper-parameters. Defaults are the 124M model."""
+    """GPT-2 hyper-parameters. Defaults are the 124M model. Every field is checked on construction."""
 
-    vocab_size: int = 50257
-    block_size: int = 1024  # context window (n_positions)
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0  # embeddings, attention probabilities and residual branches
-    bias: bool = True  # GPT-2 has biases in every Linear and LayerNorm
-    layer_norm_eps: float = 1e-5
+    vocab_size: int = setting(50257, "int", ge=1, aliases=("n_vocab",))
+    block_size: int = setting(1024, "int", ge=1, aliases=("n_positions", "n_ctx", "context_length", "seq_len"))
+    n_layer: int = setting(12, "int", ge=1, aliases=("n_layers", "num_layers", "num_hidden_layers"))
+    n_head: int = setting(12, "int", ge=1, aliases=("n_heads", "num_heads", "num_attention_heads"))
+    n_embd: int = setting(768, "int", ge=1, aliases=("n_embed", "hidden_size", "d_model"))
+    # Embeddings, attention probabilities and residual branches.
+    dropout: float = setting(0.0, "float", ge=0, lt=1, aliases=("resid_pdrop", "pdrop"))
+    bias: bool = setting(True, "bool")  # GPT-2 has biases in every Linear and LayerNorm
+    layer_norm_eps: float = setting(1e-5, "float", gt=0, aliases=("layer_norm_epsilon", "ln_eps"))
     # Round the embedding/LM-head rows up to a multiple of 64 (50257 -> 50304): faster matmuls.
     # The extra rows are zero, their logits are sliced off before loss and sampling.
-    pad_vocab: bool = False
-    backend: str = "auto"  # "torch" reference, "triton" kernels, "auto": triton on CUDA else torch
+    pad_vocab: bool = setting(False, "bool")
+    # "torch" reference, "triton" kernels, "auto": triton on CUDA else torch.
+    backend: str = setting("auto", "choice", choices=BACKENDS)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown keys from files
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"GPTConfig.{name}: expected a positive integer, got {value!r}")
+        validate_fields(self, "GPTConfig")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig.n_embd: {self.n_embd} is not divisible by n_head={self.n_head}"
             )
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"GPTConfig.dropout: expected 0 <= dropout < 1, got {self.dropout!r}")
-        if not float(self.layer_norm_eps) > 0:
-            raise ValueError(f"GPTConfig.layer_norm_eps: expected > 0, got {self.layer_norm_eps!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"GPTConfig.backend: expected one of {BACKENDS}, got {self.backend!r}")
 
     @property
     def head_dim(self) -> int:
@@ -70,12 +60,20 @@ class GPTConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, strict: bool = True) -> GPTConfig:
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    def from_dict(cls, d: dict[str, Any], *, strict: bool = True, where: str = "GPTConfig") -> GPTConfig:
+        """``strict``: unknown keys are an error (with a suggestion); otherwise they go to ``extra``.
+        ``where`` prefixes the errors of single keys (``model`` -> ``model.dropout: ...``)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected a table of model settings, got {d!r}")
+        known = rules(cls)
         unknown = {k: v for k, v in d.items() if k not in known}
         if unknown and strict:
-            raise ValueError(f"GPTConfig: unknown keys {sorted(unknown)}; known keys are {sorted(known)}")
-        return cls(**{k: v for k, v in d.items() if k in known}, extra=unknown)
+            raise ValueError(f"{where}: unknown keys: {describe_unknown(unknown, spellings(cls))}")
+        check_values(cls, d, where)
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known}, extra=unknown)
+        except ValueError as e:  # a rule across keys (n_embd and n_head): name it as the caller does
+            raise ValueError(where + str(e).removeprefix("GPTConfig")) from e
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
