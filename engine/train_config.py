@@ -7,60 +7,56 @@ plus overrides), ``[data]`` and ``[train]`` tables, and ``--set section.key=valu
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
+from .schema import describe_unknown, setting, spellings, suggest, validate_fields
+
+SECTIONS = ("model", "data", "train")
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 12  # rows per micro-step per process
-    grad_accum: int = 1  # micro-steps per optimizer step
-    max_iters: int = 2000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    lr_decay_iters: int | None = None  # cosine reaches min_lr here (default: max_iters)
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0 = off
-    eval_interval: int = 250
-    eval_iters: int = 20  # fixed validation windows (x batch_size rows)
-    log_interval: int = 1
-    ckpt_interval: int | None = None  # default: eval_interval
-    keep_last: int = 2
-    seed: int = 1337
-    backend: str = "auto"
-    compile: bool = False
-    dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or float32 / bfloat16
-    device: str = "auto"
-    nan_policy: str = "stop"  # stop | skip
-    sample_tokens: int = 200  # sample printed at each evaluation (0 = none)
-    sample_prompt: str = "\n"
-    init_from: str | None = None  # a tritongpt checkpoint or a Hugging Face GPT-2 folder
-    plot: bool = True
+    """Every field is typed and ranged (``schema.setting``) and checked on construction."""
+
+    batch_size: int = setting(12, "int", ge=1)  # rows per micro-step per process
+    grad_accum: int = setting(1, "int", ge=1, aliases=("gradient_accumulation_steps",))  # micro-steps per step
+    max_iters: int = setting(2000, "int", ge=1, aliases=("max_steps", "iters", "steps"))
+    lr: float = setting(1e-3, "float", ge=0, aliases=("learning_rate", "max_lr"))
+    min_lr: float = setting(1e-4, "float", ge=0, aliases=("min_learning_rate", "final_lr"))
+    warmup_iters: int = setting(100, "int", ge=0, aliases=("warmup_steps", "warmup"))
+    # The cosine reaches min_lr here (default: max_iters).
+    lr_decay_iters: int | None = setting(None, "int", ge=1, optional=True, aliases=("decay_iters", "lr_decay_steps"))
+    weight_decay: float = setting(0.1, "float", ge=0)
+    beta1: float = setting(0.9, "float", ge=0, lt=1)
+    beta2: float = setting(0.99, "float", ge=0, lt=1)
+    grad_clip: float = setting(1.0, "float", ge=0, aliases=("clip_grad", "max_grad_norm"))  # 0 = off
+    eval_interval: int = setting(250, "int", ge=1)
+    eval_iters: int = setting(20, "int", ge=1)  # fixed validation windows (x batch_size rows)
+    log_interval: int = setting(1, "int", ge=1)
+    ckpt_interval: int | None = setting(None, "int", ge=1, optional=True,  # default: eval_interval
+                                        aliases=("checkpoint_interval", "save_interval"))
+    keep_last: int = setting(2, "int", ge=1)
+    seed: int = setting(1337, "int", ge=0)
+    backend: str = setting("auto", "choice", choices=("auto", "torch", "triton"))
+    compile: bool = setting(False, "bool")
+    # auto: bf16 autocast on CUDA, fp32 on CPU.
+    dtype: str = setting("auto", "choice", choices=("auto", "float32", "bfloat16"))
+    device: str = setting("auto", "device")  # availability is checked when the run starts (devices.py)
+    nan_policy: str = setting("stop", "choice", choices=("stop", "skip"))
+    sample_tokens: int = setting(200, "int", ge=0)  # sample printed at each evaluation (0 = none)
+    sample_prompt: str = setting("\n", "str")
+    # A tritongpt checkpoint or a Hugging Face GPT-2 folder.
+    init_from: str | None = setting(None, "str", optional=True, aliases=("init", "pretrained"))
+    plot: bool = setting(True, "bool")
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> TrainConfig:
-        pos = ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval", "keep_last")
-        for name in pos:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"train.{name}: expected an integer >= 1, got {v!r}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or v != v:
-                raise ValueError(f"train.{name}: expected a number >= 0, got {v!r}")
-        if not 0 <= self.warmup_iters:
-            raise ValueError(f"train.warmup_iters: expected >= 0, got {self.warmup_iters!r}")
-        if self.nan_policy not in ("stop", "skip"):
-            raise ValueError(f"train.nan_policy: expected 'stop' or 'skip', got {self.nan_policy!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"train.dtype: expected auto, float32 or bfloat16, got {self.dtype!r}")
-        if self.backend not in ("auto", "torch", "triton"):
-            raise ValueError(f"train.backend: expected auto, torch or triton, got {self.backend!r}")
+        validate_fields(self, "train")
         return self
 
 
@@ -83,44 +79,96 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def section_keys(section: str) -> dict[str, str]:
+    """Spellings (names and aliases) -> names of the keys a section accepts."""
+    if section == "data":
+        return {"dir": "dir"}
+    if section == "model":
+        from .config import GPTConfig
+
+        return {**spellings(GPTConfig), "preset": "preset"}
+    return spellings(TrainConfig)
+
+
+def check_keys(table: dict[str, Any], section: str, where: str) -> None:
+    keys = section_keys(section)
+    unknown = [k for k in table if k not in keys.values()]
+    if unknown:
+        raise ValueError(f"{where}: unknown [{section}] keys: {describe_unknown(unknown, keys)}")
+
+
+def check_sections(raw: dict[str, Any], where: str) -> None:
+    """Only [model], [data] and [train] tables at the top level: a misspelt table is never ignored."""
+    for key, value in raw.items():
+        if key not in SECTIONS:
+            raise ValueError(f"{where}: {describe_top_level(key, value)}")
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: {key} must be a table ([{key}]), got {value!r}")
+        check_keys(value, key, where)
+
+
+def describe_top_level(key: str, value: Any) -> str:
+    if isinstance(value, dict):
+        return (f"unknown section [{key}]{suggest(key, SECTIONS, '[{}]')}; "
+                "a run config has [model], [data] and [train]")
+    home = next((s for s in SECTIONS if key in section_keys(s).values()), None)
+    hint = f" (it belongs in [{home}])" if home else suggest(key, SECTIONS, "[{}]")
+    return f"unknown top-level key {key!r}{hint}; a run config has [model], [data] and [train] tables"
+
+
 def apply_overrides(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
             raise ValueError(f"--set: expected section.key=value (e.g. train.lr=3e-4), got {item!r}")
         section, name = key.split(".", 1)
-        if section not in ("model", "data", "train"):
-            raise ValueError(f"--set: unknown section {section!r} in {item!r} (model, data or train)")
-        if section == "data":
-            if name != "dir":
-                raise ValueError(f"--set: the data section has only 'dir', got {item!r}")
-            raw["data"] = {"dir": _parse_value(value)}
-            continue
-        raw.setdefault(section, {})[name] = _parse_value(value)
+        if section not in SECTIONS:
+            raise ValueError(f"--set {item}: unknown section {section!r}{suggest(section, SECTIONS)}; "
+                             "the sections are model, data and train")
+        if section == "data" and name != "dir":
+            raise ValueError(f"--set: the data section has only 'dir', got {item!r}")
+        check_keys({name: None}, section, f"--set {item}")
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"--set {item}: {section} is not a table in the config file")
+        table[name] = _parse_value(value)
     return raw
 
 
-def load_run_config(path: str | Path, sets: list[str] | None = None) -> RunConfig:
-    from .config import load_preset
-
-    path = Path(path)
+def read_toml(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"--config: cannot read {path} ({e})") from e
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"--config: {path} is not valid TOML ({e})") from e
-    raw = apply_overrides(raw, sets or [])
-    model = dict(raw.get("model", {}))
+
+
+def resolve_model(model: dict[str, Any], where: str) -> dict[str, Any]:
+    """[model] with its ``preset`` expanded, checked in full (vocab_size from the data when unset)."""
+    from .config import GPTConfig, load_preset
+
+    model = dict(model)
     preset = model.pop("preset", None)
     if preset is not None:
-        model = {**load_preset(preset).get("model", {}), **model}
+        if not isinstance(preset, str) or not preset:
+            raise ValueError(f"model.preset: expected a preset name or a .toml path, got {preset!r}")
+        base = load_preset(preset).get("model", {})
+        check_keys(base, "model", f"{where}: preset {preset}")
+        model = {**base, **model}
+    GPTConfig.from_dict({"vocab_size": 1, **model}, where="model")
+    return model
+
+
+def load_run_config(path: str | Path, sets: list[str] | None = None) -> RunConfig:
+    """Every key and value is checked here, before any data is read or any file written."""
+    path = Path(path)
+    raw = read_toml(path)
+    check_sections(raw, str(path))
+    raw = apply_overrides(raw, sets or [])
     data = raw.get("data", {}).get("dir")
     if not isinstance(data, str) or not data:
         raise ValueError(f"{path}: [data] dir = \"PATH\" (a folder written by `tritongpt prepare`) is required")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(raw.get("train", {})) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown [train] keys {unknown}; known: {sorted(known)}")
-    train = TrainConfig(**raw.get("train", {})).validate()
+    model = resolve_model(raw.get("model", {}), str(path))
+    train = TrainConfig(**raw.get("train", {}))
     return RunConfig(model=model, data=data, train=train, source=str(path))
