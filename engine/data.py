@@ -193,6 +193,7 @@ class TokenDataset:
             raise DataError(f"{folder}: no split {split!r} (have {sorted(self.meta['splits'])})")
         self.dtype = np.dtype(self.meta["dtype"])
         self.shards: list[np.ndarray] = []
+        self.paths: list[Path] = []
         for entry in self.meta["splits"][split]["shards"]:
             name = entry["file"]
             if Path(name).name != name:  # meta.json only ever names files inside the folder
@@ -202,6 +203,7 @@ class TokenDataset:
                 raise DataError(f"{self.folder / name}: {count} {dtype} tokens, but meta.json lists "
                                 f"{entry['tokens']} {self.dtype} (shard from another run?)")
             self.shards.append(open_shard(self.folder / name))
+            self.paths.append(self.folder / name)
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])  # shard i holds [offsets[i], offsets[i+1])
         if len(self) == 0:
             raise DataError(f"{folder}: the {split} split is empty (prepared with --val-fraction 0?)")
@@ -212,6 +214,30 @@ class TokenDataset:
     @property
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
+
+    @property
+    def vocab_needed(self) -> int:
+        """Ids a model must cover: meta.json's vocab_size, or the tokenizer's size if that is larger."""
+        tok = self.meta.get("tokenizer")
+        chars = tok.get("chars") if isinstance(tok, dict) and tok.get("type") == "char" else None
+        sizes = [self.vocab_size, len(chars) if isinstance(chars, (str, list)) else 0]
+        if isinstance(tok, dict) and isinstance(tok.get("vocab_size"), int):
+            sizes.append(tok["vocab_size"])
+        return max(sizes)
+
+    def check_vocab(self, vocab_size: int, model: str = "the model") -> None:
+        """Refuse a model whose vocabulary is smaller than the data's, and shard ids >= ``vocab_size``
+        (a damaged shard, or one made with another tokenizer): on a GPU either would end in a
+        device-side assert that kills the process. ``model`` names where the model's vocab_size comes from."""
+        need = self.vocab_needed
+        if vocab_size < need:
+            raise DataError(f"{model}: vocab_size {vocab_size} is smaller than the data's vocabulary of {need} "
+                            f"tokens ({self.folder / 'meta.json'}): use a vocab_size >= {need}")
+        limit = min(need, vocab_size)  # ids past the data's own vocabulary are damage even where the model fits
+        if np.iinfo(self.dtype).max < limit:
+            return  # no id this dtype can hold is out of range
+        for path, shard in zip(self.paths, self.shards, strict=True):
+            check_shard_ids(path, shard, limit)
 
     @property
     def tokenizer_meta(self) -> dict[str, Any]:
@@ -236,6 +262,17 @@ class TokenDataset:
             pos += take
             i += 1
         return np.concatenate(parts) if parts else np.zeros(0, self.dtype)
+
+
+def check_shard_ids(path: Path, tokens: np.ndarray, limit: int, chunk: int = 1 << 24) -> None:
+    """Raise naming ``path``, the offending id and its position if any token is >= ``limit``. The
+    memmap is scanned in chunks, so memory stays flat whatever the shard's size."""
+    for lo in range(0, len(tokens), chunk):
+        part = tokens[lo: lo + chunk]
+        if int(part.max()) >= limit:
+            pos = lo + int(np.argmax(part >= limit))
+            raise DataError(f"{path}: token {pos} has id {int(tokens[pos])}, outside the vocabulary [0, {limit}): a "
+                            "damaged shard or one prepared with another tokenizer (run `tritongpt prepare` again)")
 
 
 def _gather(ds: TokenDataset, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:

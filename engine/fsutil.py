@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -85,3 +86,37 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_OLD = re.compile(r"^\.(?P<name>.+)\.old-\d+$")
+
+
+def recover_leftovers(folder: str | Path, prefix: str = "") -> list[str]:
+    """Clean up after ``atomic_dir``/``atomic_path`` writes that a kill or power loss cut short: their
+    ``.NAME.*.tmp`` temporaries in ``folder`` are removed (never complete), and a ``.NAME.old-PID``
+    folder is renamed back to ``NAME`` when ``NAME`` is missing (the kill fell between the two
+    renames), else removed. Only names starting with ``.prefix``. Returns one line per action."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    done = []
+    for p in sorted(folder.iterdir()):
+        if not p.name.startswith("." + prefix):
+            continue
+        old = _OLD.match(p.name)
+        if old and not (folder / old["name"]).exists():
+            os.replace(p, folder / old["name"])
+            done.append(f"restored {folder / old['name']} from {p.name}")
+        elif old or p.name.endswith(".tmp"):
+            _remove(p)
+            done.append(f"removed {p} (left by an interrupted write)")
+    if done:
+        fsync_dir(folder)
+    return done
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)

@@ -19,6 +19,24 @@ from . import ops
 from .config import GPTConfig
 
 
+def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, low: int = 0) -> None:
+    """Refuse ids outside [low, vocab_size) before an embedding lookup turns them into an IndexError
+    (CPU) or a device-side assert that kills the process (CUDA). On CUDA the check is asynchronous,
+    so it costs no host sync; it is skipped while compiling or capturing a CUDA graph."""
+    if ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    if ids.is_cuda:
+        if not torch.cuda.is_current_stream_capturing():
+            torch._assert_async(((ids >= low) & (ids < vocab_size)).all(),
+                                f"{name}: token id outside the vocabulary [{low}, {vocab_size})")
+        return
+    lo, hi = (int(v) for v in torch.aminmax(ids))
+    if lo < low or hi >= vocab_size:
+        bad = lo if lo < low else hi
+        raise ValueError(f"{name}: token id {bad} is outside the model's vocabulary [{low}, {vocab_size}) "
+                         f"(vocab_size = {vocab_size})")
+
+
 class LayerNorm(nn.Module):
     """LayerNorm whose forward optionally fuses the residual add: returns ``(y, h)``."""
 
@@ -202,6 +220,9 @@ class GPT(nn.Module):
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"idx: sequence length {T} exceeds the context window {self.config.block_size}")
+        check_token_ids(idx, self.config.vocab_size, "idx")
+        if targets is not None:
+            check_token_ids(targets, self.config.vocab_size, "targets", low=-1)
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         residual = None

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from .train_config import RunConfig
-from .weights import CheckpointError
 
 
 class TrainingError(RuntimeError):
@@ -143,9 +142,57 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()
-            and json.loads(ln).get("step", 0) <= last_step]
+    keep = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if _step_of(ln) <= last_step]
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def _step_of(line: str) -> float:
+    """A metrics line's step; inf (dropped) for a line a kill cut short or that is not a record."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return math.inf
+    step = rec.get("step", 0) if isinstance(rec, dict) else None
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else math.inf
+
+
+def warn(msg: str) -> None:
+    """One ``warning: ...`` line on stderr (shown with --quiet too: it is not progress)."""
+    print(f"warning: {' '.join(msg.split())}", file=sys.stderr, flush=True)
+
+
+def run_warnings(t, block_size: int, world: int, split_tokens: dict[str, int]) -> list[str]:
+    """Settings that run but probably not as meant: one line each."""
+    out = []
+    rows = t.batch_size * world
+    for split, n in split_tokens.items():
+        if rows * block_size > n:
+            out.append(f"train.batch_size x block_size = {rows} x {block_size} = {rows * block_size} tokens exceeds "
+                       f"the {split} split's {n} tokens: windows are drawn with replacement, so a batch repeats "
+                       "tokens")
+    if t.warmup_iters > t.max_iters:
+        out.append(f"train.warmup_iters = {t.warmup_iters} exceeds train.max_iters = {t.max_iters}: the learning "
+                   f"rate never reaches train.lr = {t.lr}")
+    return out
+
+
+def check_run_folder(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be a folder before any work is done, naming the path at fault."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: exists and is not a folder (the run folder holds checkpoints "
+                                 "and metrics.jsonl)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"--out {out}: cannot create the run folder, {parent} is a file, not a folder")
+            return
+
+
+def make_run_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"--out {out}: cannot create the run folder ({e.strerror or e})") from e
 
 
 def train(run: RunConfig, out: str | Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -157,12 +204,9 @@ def train(run: RunConfig, out: str | Path, *, resume: bool = False, quiet: bool 
 def main(args) -> int:
     from .train_config import load_run_config
 
-    try:
-        run = load_run_config(args.config, args.set)
-        result = train(run, args.out, resume=args.resume, quiet=args.quiet)
-    except (ValueError, CheckpointError, TrainingError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # Errors reach cli.main, which prints them as one ``error:`` line (exit 2).
+    run = load_run_config(args.config, args.set)
+    result = train(run, args.out, resume=args.resume, quiet=args.quiet)
     if result.get("stopped_by"):
         print(f"stopped by {result['stopped_by']}: checkpoint saved at step {result['step']}", file=sys.stderr)
     return 0

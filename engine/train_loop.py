@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,12 @@ from .train import (
     _Stop,
     _truncate_metrics,
     batch_rows,
+    check_run_folder,
     lr_at,
     make_optimizer,
+    make_run_folder,
+    run_warnings,
+    warn,
 )
 from .train_config import RunConfig
 
@@ -41,9 +46,6 @@ def _build_model(run: RunConfig, vocab_size: int, device: torch.device):
     model_cfg = {"vocab_size": vocab_size, **run.model}
     if t.init_from:
         model = GPT.from_pretrained(t.init_from, **{k: v for k, v in run.model.items() if k in ("dropout", "backend")})
-        if model.config.vocab_size < vocab_size:
-            raise ValueError(f"train.init_from: the model has {model.config.vocab_size} tokens, the data needs "
-                             f"{vocab_size}")
     else:
         model = GPT(GPTConfig.from_dict(model_cfg))
     model = model.to(device)
@@ -55,15 +57,11 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
     from tritongpt.bench.devices import lookup
 
     from .data import TokenDataset
+    from .devices import resolve_device
 
     t = run.train
     rank, world, local_rank = _dist()
-    if t.device == "auto":
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(t.device)
-        if device.type == "cuda" and device.index is None:  # "cuda": this rank's GPU, not GPU 0 for all
-            device = torch.device("cuda", local_rank)
+    device = resolve_device(t.device, "train.device", local_rank)  # "cuda": this rank's GPU, not GPU 0 for all
     own_pg = False
     if world > 1:
         import torch.distributed as dist
@@ -76,28 +74,28 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
     autocast = (t.dtype == "bfloat16") or (t.dtype == "auto" and device.type == "cuda")
 
     torch.manual_seed(t.seed)  # model init and dropout; identical on every rank
+    check_run_folder(out)
     train_ds, val_ds = TokenDataset(run.data, "train"), TokenDataset(run.data, "val")
-    model = _build_model(run, train_ds.vocab_size, device)
+    model = _build_model(run, train_ds.vocab_needed, device)
+    for ds in (train_ds, val_ds):
+        ds.check_vocab(model.config.vocab_size, _vocab_source(run))
     T = model.config.block_size
     train_w, val_w = Windows(train_ds, T), Windows(val_ds, T)
     optimizer = make_optimizer(model, t, device)
+    if rank == 0:
+        for line in run_warnings(t, T, world, {"train": len(train_ds), "val": len(val_ds)}):
+            warn(line)
 
-    out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
-    start = 0
-    existing = ckpt.list_checkpoints(out)
-    if resume and existing:
-        state = ckpt.load(existing[-1][1], model, optimizer)
-        start = int(state["step"])
-        _set_rng_state(state, device)
+    start = _restore(out, model, optimizer, device, resume=resume, rank=rank, quiet=quiet)
+    last_good = start  # the step of an intact checkpoint of this run, None before the first
+    start = start or 0
+    if start >= t.max_iters:
         if rank == 0:
-            _truncate_metrics(metrics_path, start)
-        _log(quiet, rank, f"resumed from {existing[-1][1]} at step {start}")
-    elif existing:
-        raise TrainingError(f"{out} already has checkpoints (newest {existing[-1][1].name}): pass --resume to "
-                            "continue it, or choose a new --out")
-    elif rank == 0 and metrics_path.exists():
-        metrics_path.unlink()
+            print(f"nothing to do: the run in {out} is at step {start} >= train.max_iters = {t.max_iters}; raise it "
+                  f"(--set train.max_iters=N) to train further", file=sys.stderr, flush=True)
+        _end_dist(world, own_pg)
+        return {"step": start, "stopped_by": None, "val_loss": None, "nothing_to_do": True}
 
     raw_model = model
     if t.compile:
@@ -139,9 +137,13 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
         return ckpt.save(out, raw_model, optimizer, step, _rng_state(device), meta, t.keep_last)
 
     def write_metrics(rec: dict[str, Any]) -> None:
-        if rank == 0:
+        if rank != 0:
+            return
+        try:
             with open(metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
+        except OSError as e:  # a write error carries no file name: add it
+            raise OSError(e.errno, e.strerror or str(e), str(metrics_path)) from e
 
     progress = None
     if not quiet and rank == 0:
@@ -151,7 +153,6 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
 
     model.train()
     result: dict[str, Any] = {"step": start, "stopped_by": None, "val_loss": None}
-    last_good = start
     t_last = time.perf_counter()
     stop_votes = 0.0  # ranks that had a signal at this step's all-reduce (multi-process runs)
 
@@ -194,9 +195,10 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
             if not math.isfinite(train_loss):
                 optimizer.zero_grad(set_to_none=True)
                 if t.nan_policy == "stop":
-                    raise TrainingError(f"non-finite training loss ({train_loss}) at step {step}; the last good "
-                                        f"checkpoint (step {last_good}) is intact. Lower train.lr, or set "
-                                        "train.nan_policy=\"skip\" to skip such steps")
+                    kept = (f"the last good checkpoint (step {last_good}) is intact" if last_good is not None
+                            else "no checkpoint of this run exists yet")
+                    raise TrainingError(f"non-finite training loss ({train_loss}) at step {step}; {kept}. Lower "
+                                        "train.lr, or set train.nan_policy=\"skip\" to skip such steps")
                 _log(quiet, rank, f"step {step}: non-finite loss, step skipped")
                 step += 1
                 if stop_requested():  # a run that only skips must still stop on a signal
@@ -247,13 +249,61 @@ def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = F
         from .train_plot import plot_metrics
 
         result["plot"] = str(plot_metrics(metrics_path, out / "loss.png"))
+    _end_dist(world, own_pg)
+    return result
+
+
+def _end_dist(world: int, own_pg: bool) -> None:
     if world > 1:
         import torch.distributed as dist
 
         dist.barrier()
         if own_pg:
             dist.destroy_process_group()
-    return result
+
+
+def _vocab_source(run: RunConfig) -> str:
+    """Where the model's vocab_size comes from, for the error that finds it too small."""
+    if run.train.init_from:
+        return f"train.init_from {run.train.init_from}"
+    return "model.vocab_size" if "vocab_size" in run.model else "the model"
+
+
+def _restore(out: Path, model, optimizer, device: torch.device, *, resume: bool, rank: int,
+             quiet: bool) -> int | None:
+    """Create the run folder and clear what an interrupted save left there; with ``resume``, load the
+    newest intact checkpoint. Returns its step, or None for a run that starts afresh."""
+    from .fsutil import recover_leftovers
+
+    make_run_folder(out)
+    metrics_path = out / "metrics.jsonl"
+    if rank == 0:
+        for line in ckpt.recover(out) + recover_leftovers(out, metrics_path.name):
+            warn(line)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # a checkpoint restored above must be seen by every rank alike
+    if resume:
+        loaded = ckpt.load_newest(out, model, optimizer, warn if rank == 0 else _ignore, set_aside=rank == 0)
+        if loaded is not None:
+            state, path = loaded
+            _set_rng_state(state, device)
+            if rank == 0:
+                _truncate_metrics(metrics_path, state["step"])
+            _log(quiet, rank, f"resumed from {path} at step {state['step']}")
+            return state["step"]
+        if rank == 0:
+            warn(f"--resume: no checkpoint in {ckpt.checkpoint_root(out)} yet; starting at step 0")
+    existing = ckpt.list_checkpoints(out)
+    if existing:
+        raise TrainingError(f"{out} already has checkpoints (newest {existing[-1][1].name}): pass --resume to "
+                            "continue it, or choose a new --out")
+    if rank == 0 and metrics_path.exists():
+        metrics_path.unlink()
+    return None
+
+
+def _ignore(msg: str) -> None:
+    """Warnings of ranks other than 0: rank 0 prints the same ones."""
 
 
 def _sample(model, ds, t) -> str:
@@ -268,5 +318,5 @@ def _sample(model, ds, t) -> str:
     n = min(t.sample_tokens, model.config.block_size - len(prompt))
     if n < 1:
         return ""
-    out = generate(model, [prompt], n, temperature=0.8, top_k=200, seed=t.seed)[0]
+    out = generate(model, [prompt], n, temperature=0.8, top_k=200, seed=t.seed, vocab_limit=tok.vocab_size)[0]
     return "--- sample ---\n" + t.sample_prompt + tok.decode(out) + "\n--------------"

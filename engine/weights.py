@@ -14,6 +14,7 @@ import torch
 
 from .config import GPTConfig
 from .fsutil import atomic_dir
+from .schema import rules
 
 # Hugging Face's GPT-2 stores these as Conv1D weights of shape (in, out): transpose to nn.Linear.
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -25,7 +26,8 @@ class CheckpointError(ValueError):
     """A file that is not a valid checkpoint for this model."""
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_config(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else raises ``CheckpointError`` naming the file."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -35,7 +37,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
+def read_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The tensors of ``folder``'s safetensors (or weights-only ``pytorch_model.bin``) file, and that file."""
     st, binf = folder / WEIGHTS_FILE, folder / "pytorch_model.bin"
     if st.exists():
         from safetensors import SafetensorError
@@ -56,27 +59,34 @@ def _read_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
     raise CheckpointError(f"{folder}: no {WEIGHTS_FILE} or pytorch_model.bin found")
 
 
-def hf_config_to_gpt(hf: dict[str, Any], **overrides: Any) -> GPTConfig:
-    """Translate a Hugging Face ``GPT2Config`` dict into a ``GPTConfig``."""
+# Hugging Face GPT2Config keys -> GPTConfig fields: each value is checked by the GPTConfig schema
+# under the file's own key name, so a string "50257" is refused, never silently converted.
+HF_KEYS = {"vocab_size": "vocab_size", "n_layer": "n_layer", "n_head": "n_head", "n_embd": "n_embd",
+           "layer_norm_epsilon": "layer_norm_eps"}
+
+
+def hf_config_to_gpt(hf: dict[str, Any], *, source: str = CONFIG_FILE, **overrides: Any) -> GPTConfig:
+    """Translate a Hugging Face ``GPT2Config`` dict (read from ``source``) into a ``GPTConfig``."""
     act = hf.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise CheckpointError(f"config.json: activation_function {act!r} is not GPT-2's tanh GELU")
+        raise CheckpointError(f"{source}: activation_function {act!r} is not GPT-2's tanh GELU")
+    missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if k not in hf]
+    if missing:
+        raise CheckpointError(f"{source}: missing GPT-2 field {missing[0]!r}")
+    positions = "n_positions" if "n_positions" in hf else "n_ctx"
+    fields = rules(GPTConfig)
+    cfg: dict[str, Any] = {"block_size": 1024, "layer_norm_eps": 1e-5, "dropout": 0.0}
     try:
-        cfg = dict(
-            vocab_size=int(hf["vocab_size"]),
-            block_size=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
-            n_layer=int(hf["n_layer"]),
-            n_head=int(hf["n_head"]),
-            n_embd=int(hf["n_embd"]),
-            layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
-            dropout=0.0,
-        )
-    except KeyError as e:
-        raise CheckpointError(f"config.json: missing GPT-2 field {e}") from e
-    if hf.get("n_inner") not in (None, 4 * cfg["n_embd"]):
-        raise CheckpointError(f"config.json: n_inner={hf['n_inner']} differs from GPT-2's 4 * n_embd")
-    cfg.update(overrides)
-    return GPTConfig(**cfg)
+        for key, name in [*HF_KEYS.items(), (positions, "block_size")]:
+            if key in hf:
+                cfg[name] = fields[name].check(f"{source}: {key}", hf[key])
+        if hf.get("n_inner") not in (None, 4 * cfg["n_embd"]):
+            raise CheckpointError(f"{source}: n_inner={hf['n_inner']} differs from GPT-2's 4 * n_embd")
+        return GPTConfig(**{**cfg, **overrides})
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        raise CheckpointError(str(e) if str(e).startswith(source) else f"{source}: {e}") from e
 
 
 def _hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -91,8 +101,19 @@ def _hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_finite(t: torch.Tensor, name: str, source: str) -> None:
+    """Refuse NaN/Inf weights at load: loaded silently, they surface only later as a non-finite loss
+    that blames the learning rate and a checkpoint that passes for "last good"."""
+    if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+        return
+    n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+    raise CheckpointError(f"{source}: tensor {name} has {n_nan} NaN and {n_inf} Inf value(s) of {t.numel()}: "
+                          "damaged or diverged weights")
+
+
 def load_state(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``sd`` into ``model``, checking names and shapes first; padded vocab rows stay zero."""
+    """Copy ``sd`` into ``model``; names, shapes, dtypes and finiteness are all checked before anything
+    is copied, so a refused file leaves the model as it was. Padded vocab rows stay zero."""
     params = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
     missing = sorted(set(params) - set(sd))
     unexpected = sorted(set(sd) - set(params) - {"lm_head.weight"})
@@ -100,23 +121,30 @@ def load_state(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str)
         raise CheckpointError(f"{source}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     if unexpected:
         raise CheckpointError(f"{source}: unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-    cfg = model.config
+    srcs = {name: _checked_source(name, sd[name], dst, model.config.vocab_size, source) for name, dst in params.items()}
     with torch.no_grad():
         for name, dst in params.items():
-            src = sd[name]
-            if name == "transformer.wte.weight" and src.shape[0] == cfg.vocab_size != dst.shape[0]:
-                dst[: cfg.vocab_size].copy_(src)  # unpadded checkpoint into a padded model
-                dst[cfg.vocab_size:].zero_()
-                continue
-            if name == "transformer.wte.weight" and src.shape[0] != dst.shape[0] == cfg.vocab_size:
-                src = src[: cfg.vocab_size]  # padded checkpoint into an unpadded model
-            if tuple(src.shape) != tuple(dst.shape):
-                raise CheckpointError(
-                    f"{source}: tensor {name} has shape {tuple(src.shape)}, the config expects {tuple(dst.shape)}"
-                )
-            if not src.is_floating_point():
-                raise CheckpointError(f"{source}: tensor {name} has non-float dtype {src.dtype}")
-            dst.copy_(src)
+            src = srcs[name]
+            if src.shape[0] != dst.shape[0]:  # unpadded checkpoint into a padded model
+                dst[: src.shape[0]].copy_(src)
+                dst[src.shape[0]:].zero_()
+            else:
+                dst.copy_(src)
+
+
+def _checked_source(name: str, src: torch.Tensor, dst: torch.Tensor, vocab: int, source: str) -> torch.Tensor:
+    """``src`` fitted to ``dst`` (a padded embedding is cut to the vocabulary), after every check."""
+    want = tuple(dst.shape)
+    if name == "transformer.wte.weight" and src.shape[0] != dst.shape[0] == vocab:
+        src = src[:vocab]  # padded checkpoint into an unpadded model
+    elif name == "transformer.wte.weight" and src.shape[0] == vocab != dst.shape[0]:
+        want = (vocab, *want[1:])  # unpadded checkpoint into a padded model
+    if tuple(src.shape) != want:
+        raise CheckpointError(f"{source}: tensor {name} has shape {tuple(src.shape)}, the config expects {want}")
+    if not src.is_floating_point():
+        raise CheckpointError(f"{source}: tensor {name} has non-float dtype {src.dtype}")
+    check_finite(src, name, source)
+    return src
 
 
 def load_pretrained(path: str | Path, **overrides: Any):
@@ -128,15 +156,18 @@ def load_pretrained(path: str | Path, **overrides: Any):
         raise CheckpointError(f"{folder}: not a folder (expected config.json + model.safetensors)")
     if not (folder / CONFIG_FILE).exists():
         raise CheckpointError(f"{folder}: no {CONFIG_FILE}")
-    raw = _read_json(folder / CONFIG_FILE)
-    sd, src = _read_tensors(folder)
+    raw = read_json_config(folder / CONFIG_FILE)
+    sd, src = read_tensors(folder)
     if raw.get("format") == "tritongpt":
+        if not isinstance(raw.get("model"), dict):
+            raise CheckpointError(f"{folder / CONFIG_FILE}: 'model' is {raw.get('model')!r}, expected an object "
+                                  "of model settings (damaged checkpoint?)")
         try:
             cfg = GPTConfig.from_dict({**raw["model"], **overrides})
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{folder / CONFIG_FILE}: invalid model config ({e})") from e
     else:
-        cfg = hf_config_to_gpt(raw, **overrides)
+        cfg = hf_config_to_gpt(raw, source=str(folder / CONFIG_FILE), **overrides)
         sd = _hf_state_dict(sd)
     model = GPT(cfg)
     load_state(model, sd, str(src))
