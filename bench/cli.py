@@ -58,8 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        "significant regression beyond the threshold")
     c.add_argument("base", type=Path, help="baseline result JSON (tritongpt-bench/1)")
     c.add_argument("new", type=Path, help="new result JSON")
-    c.add_argument("--threshold", default="5%", help="smallest slowdown that counts (5%% or 0.05)")
-    c.add_argument("--alpha", type=float, default=0.01, help="significance level of the U test")
+    c.add_argument("--threshold", default="5%", help="smallest slowdown that counts: 5%% or the fraction 0.05 "
+                   "(a bare number is a fraction below 1)")
+    c.add_argument("--alpha", type=float, default=0.01, help="significance level of the U test, in (0, 1)")
     c.set_defaults(bench_func=_compare)
 
     r = sub.add_parser("report", help="markdown summary of result files: environment, per-sweep tables and plots, "
@@ -84,15 +85,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.set_defaults(bench_func=_train)
 
 
+def _device(text: str | None):
+    """``--device``: cpu, cuda or cuda:N, and a CUDA device must exist (checked before any model loads)."""
+    import torch
+
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {text!r}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {text}: no CUDA device is available here (use --device cpu)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def _kernels(args: argparse.Namespace) -> int:
     from . import kernels as kb
+    from .results import check_output_dir
 
     kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     dtypes = tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
-    bad = [d for d in dtypes if d not in ("bfloat16", "float16")]
-    if bad or not dtypes or args.rep_ms <= 0:
-        print(f"error: --dtypes takes bfloat16,float16 (got {args.dtypes!r}); --rep-ms > 0", file=sys.stderr)
-        return 2
+    if not kernels:  # zero sweeps would run nothing and pass
+        raise ValueError(f"--kernels: no kernel given (got {args.kernels!r}); expected some of attention, "
+                         "layer_norm, gelu_linear, linear, decode_attention")
+    if not dtypes or any(d not in ("bfloat16", "float16") for d in dtypes):
+        raise ValueError(f"--dtypes: expected some of bfloat16,float16, got {args.dtypes!r}")
+    if not 0 < args.rep_ms < float("inf"):  # also NaN
+        raise ValueError(f"--rep-ms: expected a positive finite number of milliseconds, got {args.rep_ms}")
+    if not args.no_save and not args.list:
+        check_output_dir(args.out_dir, "--out-dir")
     return kb.main(kernels, quick=args.quick, dtypes=dtypes, timer=args.timer, rep_ms=args.rep_ms,
                    out_dir=None if args.no_save else args.out_dir, report=args.report, list_only=args.list)
 
@@ -103,17 +129,20 @@ def _generate(args: argparse.Namespace) -> int:
     from tritongpt.engine.model import GPT
 
     from . import generate as gb
+    from .results import check_output_file
 
     if args.prompt_len < 1 or args.new_tokens < 2 or args.repeats < 1:
         print("error: --prompt-len >= 1, --new-tokens >= 2 and --repeats >= 1 are required", file=sys.stderr)
         return 2
+    if args.json:
+        check_output_file(args.json, "--json")
+    device = _device(args.device)
     folder = args.checkpoint or args.hf_dir
     model = GPT.from_pretrained(folder) if folder else GPT.from_preset(args.preset)
     if args.prompt_len + args.new_tokens > model.config.block_size:
         print(f"error: --prompt-len + --new-tokens exceeds the context window ({model.config.block_size})",
               file=sys.stderr)
         return 2
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = model.to(device=device, dtype=dtype).eval()
     model.backend = args.backend
@@ -140,18 +169,45 @@ def _report(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from . import train as tb
+    from .results import check_output_file
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    bad = [b for b in backends if b not in ("triton", "torch", "torch+compile", "triton+compile")]
-    if bad or args.steps < 1 or args.warmup < 0:
-        print(f"error: --backends takes triton, torch, torch+compile (got {bad}); --steps >= 1", file=sys.stderr)
-        return 2
+    backends = _train_arguments(args)
+    if args.json:
+        check_output_file(args.json, "--json")
     report = tb.run(args.preset, args.batch, args.block_size, args.steps, args.warmup, backends)
     if args.json:
         from .generate import write_json
 
         print(f"wrote {write_json(report, args.json)}")
     return 0
+
+
+TRAIN_BACKENDS = ("triton", "torch", "torch+compile", "triton+compile")
+
+
+def _train_arguments(args: argparse.Namespace) -> list[str]:
+    """The checks of ``bench train`` that need no model: each raises ``ValueError`` naming the argument."""
+    import torch
+
+    from tritongpt.engine.config import GPTConfig
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    bad = [b for b in backends if b not in TRAIN_BACKENDS]
+    if bad or not backends:
+        raise ValueError(f"--backends: expected some of {', '.join(TRAIN_BACKENDS)}, got {args.backends!r}")
+    if not torch.cuda.is_available() and all(b.startswith("triton") for b in backends):
+        raise ValueError(f"--backends {args.backends}: the triton backend runs only on a GPU, so nothing would be "
+                         "measured here; add torch")
+    for name, value, least in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
+                               ("--batch", args.batch, 1), ("--block-size", args.block_size, 1)):
+        if value is not None and value < least:
+            raise ValueError(f"{name}: expected an integer >= {least}, got {value}")
+    if args.preset is not None:
+        try:  # an unknown name fails here, not after the first backend ran
+            GPTConfig.from_preset(args.preset)
+        except ValueError as e:
+            raise ValueError(f"--preset: {e}") from None
+    return backends
 
 
 def main(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ Result files (``tritongpt-bench/1``) hold an ``environment`` (gpu, torch, triton
 present in both: the ratio of medians (new / base) and a one-sided Mann-Whitney U test (scipy) of
 "new is slower". A regression is significant (p < alpha, default 0.01) AND beyond the threshold; an
 improvement likewise in the other direction. Exit 1 on any regression; a table is printed either way,
-with a warning when the two files come from different GPUs or software versions.
+with a warning when the two files come from different GPUs or software versions. Exit 2 (nothing judged)
+on a malformed file, threshold or alpha, or when no benchmark is in both files.
 """
 
 from __future__ import annotations
@@ -32,15 +33,28 @@ class Comparison:
 
 
 def parse_threshold(text: str | float) -> float:
-    """``5%`` or ``0.05`` -> 0.05."""
+    """``5%`` or ``0.05`` -> 0.05. A bare number is a fraction in [0, 1): ``5`` would mean a 500% slowdown,
+    which lets every real regression pass, so it is refused with a hint."""
     s = str(text).strip()
+    percent = s.endswith("%")
     try:
-        value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
-    except ValueError as e:
-        raise ValueError(f"--threshold: expected a percentage like 5% or a fraction like 0.05, got {text!r}") from e
-    if not 0 <= value < 10:
-        raise ValueError(f"--threshold: expected 0%..1000%, got {text!r}")
+        value = float(s[:-1]) / 100 if percent else float(s)
+    except ValueError:
+        raise ValueError(f"--threshold: expected a percentage like 5% or a fraction like 0.05, got {text!r}") from None
+    if not percent and 1 <= value < 100:
+        raise ValueError(f"--threshold: a bare number is a fraction in [0, 1) (0.05 = 5%), got {text!r}: "
+                         f"did you mean {s}%?")
+    if not 0 <= value < 1:  # also NaN
+        raise ValueError(f"--threshold: expected 0% <= threshold < 100% (a fraction in [0, 1)), got {text!r}")
     return value
+
+
+def check_alpha(alpha: float) -> float:
+    """The U test's significance level: a probability strictly between 0 and 1 (0 or NaN never flags
+    anything, 1 flags noise)."""
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise ValueError(f"--alpha: expected a significance level in (0, 1) such as 0.01, got {alpha!r}")
+    return float(alpha)
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -52,9 +66,18 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, alpha: float = 0.01
             ) -> tuple[list[Comparison], list[str]]:
-    """Per-benchmark comparisons and warnings (environment differences, missing benchmarks)."""
+    """Per-benchmark comparisons and warnings (environment differences, missing benchmarks).
+
+    Raises ``ValueError`` for a malformed result, threshold or alpha, and when no benchmark is in both
+    results: a comparison of nothing must not read as "no regression"."""
     from scipy.stats import mannwhitneyu
 
+    from .results import validate_result
+
+    validate_result(base, "base")
+    validate_result(new, "new")
+    check_alpha(alpha)
+    parse_threshold(threshold)
     warnings = []
     be, ne = base.get("environment", {}), new.get("environment", {})
     for k in _ENV_KEYS:
@@ -68,6 +91,8 @@ def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, 
     n = {x["name"]: x for x in new.get("benchmarks", [])}
     for name in sorted(set(b) ^ set(n)):
         warnings.append(f"{name}: only in {'the base' if name in b else 'the new'} file")
+    if not set(b) & set(n):
+        raise ValueError(f"no benchmark is in both files (base: {_names(b)}; new: {_names(n)}): nothing to compare")
     out = []
     for name in [x for x in b if x in n]:
         bs, ns = _comparable_samples(b[name], n[name], warnings)
@@ -83,6 +108,13 @@ def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, 
             verdict = "same"
         out.append(Comparison(name, bm, nm, ratio, p_slower, p_faster, verdict))
     return out, warnings
+
+
+def _names(records: dict[str, Any]) -> str:
+    if not records:
+        return "no benchmarks"
+    first = sorted(records)[:2]
+    return f"{len(records)} benchmark(s) such as " + ", ".join(map(repr, first))
 
 
 def _flushed(rec: dict[str, Any]) -> list[float] | None:
@@ -116,6 +148,7 @@ def main(base_path: str | Path, new_path: str | Path, threshold: str | float = "
 
     try:
         t = parse_threshold(threshold)
+        check_alpha(alpha)
         rows, warnings = compare(load_results(base_path), load_results(new_path), t, alpha)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

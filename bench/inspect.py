@@ -289,6 +289,41 @@ def make_baseline(records: list[dict[str, Any]], traffic: list[dict[str, Any]] |
     }
 
 
+# What the relative rules and baseline_coverage read from each baseline record.
+BASELINE_RECORD_NUMBERS = ("registers", "sass_instructions", "warps_per_sm", "stack_bytes", "local_bytes",
+                           "spill_instructions", "shared_bytes", "smem_limit", "mma_instructions", "num_warps",
+                           "num_stages")
+
+
+def validate_baseline(data: Any, source: str | Path) -> dict[str, Any]:
+    """Return ``data`` when it has the shape the gate reads, else raise ``ValueError`` naming ``source`` and
+    the field: a damaged baseline must fail loudly, not crash mid-check or compare against nothing."""
+    def fail(msg: str) -> ValueError:
+        return ValueError(f"{source}: {msg} (expected a baseline written by `tritongpt inspect --write-baseline`)")
+
+    if not isinstance(data, dict):
+        raise fail(f"expected a JSON object, got {type(data).__name__}")
+    if not isinstance(data.get("triton"), str):
+        raise fail(f"'triton' must be the Triton version string (got {data.get('triton')!r})")
+    records = data.get("records")
+    if not isinstance(records, dict):
+        raise fail("'records' must be an object of variant@target -> record")
+    for key, r in records.items():
+        bad = [k for k in BASELINE_RECORD_NUMBERS if not isinstance(r, dict) or not _is_count(r.get(k))]
+        if bad:
+            raise fail(f"records[{key!r}]: {', '.join(bad)} must be non-negative numbers")
+    traffic = data.get("traffic", [])
+    if not isinstance(traffic, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("case"), str) and _is_count(t.get("bytes_moved"))
+            for t in traffic):
+        raise fail("'traffic' must be a list of {case, bytes_moved, ...}")
+    return data
+
+
+def _is_count(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
+
+
 def default_baseline_path(version: str | None = None) -> Path:
     return BASELINE_DIR / f"triton-{version or triton_version()}.json"
 

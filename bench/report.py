@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from .results import (
     DEFAULT_DIR,
     METRICS,
     ResultError,
+    check_output_file,
     default_prefix,
     load_result,
     parse_created,
@@ -348,7 +349,7 @@ def render_report(results: list[dict[str, Any]], plot_dir: str | Path, rel_to: s
     relative to ``rel_to`` (the report's folder). ``sources``: the files the results came from, if any."""
     plot_dir, rel_to = Path(plot_dir), Path(rel_to)
     srcs = list(sources) if sources is not None else [None] * len(results)
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# tritongpt benchmark report", "", f"Generated {now} from {len(results)} result file(s).", ""]
     lines += goals_lines(results)
     for result, src in zip(results, srcs, strict=True):
@@ -381,7 +382,7 @@ def _newest_per_suite(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
             continue
         suite = data.get("suite") or "?"
         created = data.get("created")
-        key = (parse_created(created) if created else datetime.min.replace(tzinfo=timezone.utc), path.name)
+        key = (parse_created(created) if created else datetime.min.replace(tzinfo=UTC), path.name)
         if suite not in newest or key > newest[suite][:2]:
             newest[suite] = (*key, path, data)
     return [(v[2], v[3]) for v in newest.values()]
@@ -393,9 +394,21 @@ def _suite_key(item: tuple[Path, dict[str, Any]]) -> tuple[int, str, str]:
     return rank, suite, str(item[1].get("created") or "")
 
 
+def _checked_out(out: Path, inputs: list[Path]) -> Path:
+    """The report's path, once it is known to be writable and not one of the result files it reads."""
+    check_output_file(out, "--out")
+    if any(out.resolve() == p.resolve() for p in inputs):
+        raise ValueError(f"--out {out}: is one of the result files being reported; write the report elsewhere")
+    return out
+
+
 def main(paths: Sequence[Path], results_dir: Path = DEFAULT_DIR, out: Path | None = None) -> int:
     """Write the report (default ``results_dir/REPORT.md``) and its plots beside it; 2 when nothing to report."""
     results_dir = Path(results_dir)
+    if not paths and results_dir.exists() and not results_dir.is_dir():
+        print(f"error: --results-dir {results_dir}: is a file; expected the folder the suites save to",
+              file=sys.stderr)
+        return 2
     try:
         if paths:
             items = [(Path(p), load_result(p)) for p in paths]
@@ -411,7 +424,7 @@ def main(paths: Sequence[Path], results_dir: Path = DEFAULT_DIR, out: Path | Non
               f"result JSON files)", file=sys.stderr)
         return 2
     items.sort(key=_suite_key)
-    out = Path(out) if out is not None else results_dir / "REPORT.md"
+    out = _checked_out(Path(out) if out is not None else results_dir / "REPORT.md", [p for p, _ in items])
     folder = out.parent
     folder.mkdir(parents=True, exist_ok=True)
     for path, result in items:

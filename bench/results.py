@@ -26,7 +26,7 @@ import re
 import statistics
 import warnings
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,14 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _positive_finite(x: Any) -> bool:
-    return _is_number(x) and math.isfinite(x) and x > 0
+# A timed sample outside this range (seconds) is a unit mistake or a damaged file: 1e308 would make
+# the median ratio overflow to inf and a subnormal one would make it 0.
+MIN_SAMPLE_S, MAX_SAMPLE_S = 1e-12, 1e6
+
+
+def plausible_sample(x: Any) -> bool:
+    """A positive finite time in seconds within ``[MIN_SAMPLE_S, MAX_SAMPLE_S]``."""
+    return _is_number(x) and math.isfinite(x) and MIN_SAMPLE_S <= x <= MAX_SAMPLE_S
 
 
 def parse_created(text: Any) -> datetime:
@@ -73,16 +79,16 @@ def parse_created(text: Any) -> datetime:
         t = datetime.fromisoformat(s)
     except ValueError as e:
         raise ValueError(f"expected an ISO-8601 time like 2026-11-22T06:01:02Z, got {text!r}") from e
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def validate_result(data: Any, source: str | Path = "result", *, require_meta: bool = False) -> dict[str, Any]:
     """Check the parts of the schema that consumers rely on; return ``data`` or raise :class:`ResultError`.
 
     Always: a JSON object with ``schema`` == ``tritongpt-bench/1``; ``benchmarks`` a list of records, each
-    with a unique ``name`` and >= 2 positive finite ``samples`` (what ``bench compare`` needs); the optional
-    ``environment``/``sweeps``/``skipped`` well formed. ``require_meta`` (writing a file) also requires
-    ``suite`` and ``created``, which name the file.
+    with a unique ``name`` and >= 2 ``samples`` in seconds within ``[MIN_SAMPLE_S, MAX_SAMPLE_S]`` (what
+    ``bench compare`` needs); the optional ``environment``/``sweeps``/``skipped`` well formed.
+    ``require_meta`` (writing a file) also requires ``suite`` and ``created``, which name the file.
     """
     def fail(msg: str) -> ResultError:
         return ResultError(f"{source}: {msg}")
@@ -123,9 +129,7 @@ def validate_result(data: Any, source: str | Path = "result", *, require_meta: b
     for i, b in enumerate(benchmarks):
         if not isinstance(b, dict) or not isinstance(b.get("name"), str) or not b["name"]:
             raise fail(f"benchmarks[{i}] needs a 'name'")
-        samples = b.get("samples")
-        if not isinstance(samples, list) or len(samples) < 2 or not all(_positive_finite(x) for x in samples):
-            raise fail(f"benchmarks[{i}] ({b['name']}) needs >= 2 positive finite samples (seconds)")
+        _check_samples(b.get("samples"), f"benchmarks[{i}] ({b['name']})", fail)
         if b["name"] in seen:  # compare.py keys by name: a duplicate would silently hide one record
             raise fail(f"benchmarks[{i}]: duplicate name {b['name']!r}")
         seen.add(b["name"])
@@ -141,13 +145,74 @@ def validate_result(data: Any, source: str | Path = "result", *, require_meta: b
     return data
 
 
-def load_result(path: str | Path) -> dict[str, Any]:
+def _check_samples(samples: Any, where: str, fail) -> None:
+    need = f"needs >= 2 positive finite samples (seconds, each in [{MIN_SAMPLE_S:g}, {MAX_SAMPLE_S:g}])"
+    if not isinstance(samples, list) or len(samples) < 2:
+        raise fail(f"{where} {need}; got {samples!r:.60}")
+    bad = next((j for j, x in enumerate(samples) if not plausible_sample(x)), None)
+    if bad is not None:
+        raise fail(f"{where} {need}; samples[{bad}] is {samples[bad]!r}")
+
+
+def read_json_file(path: str | Path, kind: str = "result") -> Any:
+    """Parse a JSON ``kind`` file ("result", "baseline"); any failure is a :class:`ResultError` naming the
+    file and the reason."""
     path = Path(path)
+    expected = f"expected a JSON {kind} file"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultError(f"{path}: not a readable JSON result file ({e})") from e
-    return validate_result(data, path)
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultError(f"{path}: no such file ({expected})") from None
+    except IsADirectoryError:
+        raise ResultError(f"{path}: is a folder ({expected})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e}; {expected})") from None
+    if not text.strip():
+        raise ResultError(f"{path}: empty file ({expected})")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ResultError(f"{path}: not a readable JSON {kind} file: truncated or damaged at line {e.lineno} "
+                          f"column {e.colno} ({e.msg})") from None
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    return validate_result(read_json_file(path), Path(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# output paths: checked before a run, so that minutes of benchmarking are not lost to a typo
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """Raise ``ValueError`` naming ``option`` unless ``path`` can be written as a file: it is not a folder,
+    no file stands where one of its folders should be, and that folder takes writes. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; expected a file name")
+    _check_folder(path.parent, option, path)
+    return path
+
+
+def check_output_dir(path: str | Path, option: str) -> Path:
+    """Like :func:`check_output_file`, for a folder that is created on demand."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path}: is a file; expected a folder")
+    _check_folder(path, option, path)
+    return path
+
+
+def _check_folder(folder: Path, option: str, target: Path) -> None:
+    base = folder
+    while not base.exists() and base != base.parent:
+        base = base.parent  # the folders below ``base`` are made at write time
+    if not base.is_dir():
+        raise ValueError(f"{option} {target}: {base} is a file, not a folder")
+    try:  # a real write: permission bits say nothing for root or a read-only mount
+        temp_file(base, ".tritongpt-write-check-").unlink()
+    except OSError as e:
+        raise ValueError(f"{option} {target}: cannot write in {base} ({e.strerror or e})") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -292,7 +357,7 @@ def append_history(result: dict[str, Any], csv_path: str | Path = DEFAULT_DIR / 
     if old.strip():
         header = next(csv.reader(io.StringIO(old)), [])
         if tuple(header) != HISTORY_COLUMNS:
-            rotated = _free_name(path, datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
+            rotated = _free_name(path, datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
             os.replace(path, rotated)
             fsync_dir(path.parent)
             warnings.warn(f"{path}: its columns differ from this version's; moved it to {rotated} and started "
@@ -444,7 +509,7 @@ def _quantile(xs: list[float], q: float) -> float:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def result_document(suite: str, environment: dict[str, Any]) -> dict[str, Any]:
@@ -457,8 +522,8 @@ def add_record(doc: dict[str, Any], name: str, samples: list[float], **fields: A
     """A record with its raw samples (seconds, wall clock around device syncs). One that ``bench compare``
     could not test (< 2 samples, or a non-positive derived estimate) is listed under ``skipped``."""
     samples = [float(x) for x in samples]
-    if len(samples) < 2 or min(samples) <= 0:
-        why = f"{len(samples)} sample(s)" if len(samples) < 2 else "a non-positive sample"
+    if len(samples) < 2 or not all(plausible_sample(x) for x in samples):
+        why = f"{len(samples)} sample(s)" if len(samples) < 2 else "a sample out of range"
         doc["skipped"].append({"name": name, "reason": f"{why}: a comparison needs >= 2 positive samples "
                                "(raise --repeats / --steps)"})
         return

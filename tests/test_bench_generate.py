@@ -59,20 +59,26 @@ def test_bench_generate_cli_writes_a_report(tmp_path, capsys):
     assert env["device"] == "cpu" and env["gpu"] is None and env["throttled"] is None and env["cpu"]["threads"] >= 1
     names = [b["name"] for b in doc["benchmarks"]]
     assert len(names) == len(set(names))
+    # Batched Hugging Face ITL is derived (an n-token run minus a 1-token run): on a busy CPU the
+    # difference can come out <= 0, and then the record is listed as skipped with the reason instead.
+    derived = "generate/transformers/batch=2/itl"
+    skipped = {s["name"]: s["reason"] for s in doc["skipped"]}
     for prov, B in (("tritongpt[torch]", 1), ("transformers", 1), ("tritongpt[torch]", 2), ("transformers", 2)):
         for metric in ("ttft", "itl", "e2e"):
-            assert f"generate/{prov}/batch={B}/{metric}" in names
+            name = f"generate/{prov}/batch={B}/{metric}"
+            assert name in names or (name == derived and "out of range" in skipped.get(name, "")), name
     ours = {b["name"]: b for b in doc["benchmarks"]}["generate/tritongpt[torch]/batch=2/itl"]
     assert len(ours["samples"]) == 2 * 4 and ours["params"]["B"] == 2 and ours["timer"] == "wall"
-    # Batched Hugging Face ITL is one estimate per run, not n - 1 copies of it.
-    assert len({b["name"]: b for b in doc["benchmarks"]}["generate/transformers/batch=2/itl"]["samples"]) == 2
+    if derived in names:  # one estimate per run, not n - 1 copies of it
+        assert len({b["name"]: b for b in doc["benchmarks"]}[derived]["samples"]) == 2
     report = doc["report"]
     assert report["device"].startswith("CPU") and report["backend"] == "torch"
     rows = report["results"]
     assert [(r["provider"], r["batch"]) for r in rows] == [
         ("tritongpt[torch]", 1), ("transformers", 1), ("tritongpt[torch]", 2), ("transformers", 2)]
     for r in rows:
-        assert r["itl_p50_ms"] > 0 and r["ttft_ms"] > 0 and r["floor_ms"] > 0
+        assert r["ttft_ms"] > 0 and r["floor_ms"] > 0
+        assert r["itl_p50_ms"] > 0 or (r["provider"], r["batch"]) == ("transformers", 2)  # derived, see above
         assert r["floor_ratio"] == pytest.approx(r["itl_p50_ms"] / r["floor_ms"], rel=1e-6)
     assert rows[0]["launches_per_layer"] > 0
     out = capsys.readouterr().out
