@@ -81,7 +81,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tritongpt", description="Triton kernels under a minimal GPT-2 engine.",
-                                epilog="Errors print one line; --debug (anywhere) or TRITONGPT_DEBUG=1 shows the traceback.")
+                                epilog="Errors print one line; --debug (anywhere) or TRITONGPT_DEBUG=1 shows "
+                                "the traceback.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("info", help="versions and device (GPU name, memory, capability, clocks)")
