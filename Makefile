@@ -69,7 +69,8 @@ test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv $(VENV_FLAGS) .venv-latest
 	.venv-latest/bin/python -m pip install -q "$(TORCH_SPEC)"
-	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]"
+	.venv-latest/bin/python -c "import torch; print('torch==' + torch.__version__)" > .venv-latest/torch-pin.txt
+	.venv-latest/bin/python -m pip install -q -c .venv-latest/torch-pin.txt --upgrade --upgrade-strategy eager -e ".[test]"
 	.venv-latest/bin/python -m pip list --format=freeze 2>/dev/null | grep -i -E '^(torch|triton|transformers|kernels|numpy)=='
 	.venv-latest/bin/python -m pytest -q -p no:cacheprovider -m latest
 
