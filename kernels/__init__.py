@@ -25,6 +25,8 @@ if __name__ == "tritongpt.kernels":
     from .fused_linear import gelu_linear, linear
     from .layernorm import layer_norm
 
+    _compat.install_variant_pruning()  # after the kernel modules exist (Tritons that spill on some configs)
+
     __all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear"]
 else:
     # Imported as top-level ``kernels``: the repository root is on sys.path (``python -c``/``-m`` or a

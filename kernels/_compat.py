@@ -7,10 +7,20 @@ is a no-op on current Triton: it only steps in where an older release behaves di
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import re
 from typing import Any
 
 import triton
+
+
+def triton_version() -> tuple[int, int]:
+    """(major, minor) of the running Triton ("3.3.1" -> (3, 3); local and dev suffixes ignored)."""
+    m = re.match(r"(\d+)\.(\d+)", triton.__version__)
+    if m is None:
+        raise RuntimeError(f"unrecognised Triton version {triton.__version__!r}")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _autotuner_benchmarker_is_eager() -> bool:
@@ -31,20 +41,69 @@ def _lazy_do_bench(kernel_call: Any, quantiles: Any) -> Any:
 
 
 def autotune(**kwargs: Any) -> Any:
-    """``triton.autotune(**kwargs)`` that can be applied without a GPU on every supported Triton."""
+    """``triton.autotune(**kwargs)`` that can be applied without a GPU on every supported Triton and, where
+    this Triton spills on some shipped configs (``_spills.SPILLS``), prunes them from every launch."""
     if "do_bench" not in kwargs and _autotuner_benchmarker_is_eager():
         kwargs["do_bench"] = _lazy_do_bench
-    return _original_autotune(**kwargs)
+    from . import _spills
+
+    if not _spills.rules():
+        return _original_autotune(**kwargs)
+
+    def decorate(fn: Any) -> Any:
+        # The entries are per kernel, and only the decorated function names it; kernels without entries
+        # (other libraries' too) keep their own prune.
+        name = _spills.kernel_name(fn)
+        if not _spills.rules(name):
+            return _original_autotune(**kwargs)(fn)
+        by = dict(kwargs.get("prune_configs_by") or {})
+        by["early_config_prune"] = _spills.pruning(name, by.get("early_config_prune"))
+        return _original_autotune(**{**kwargs, "prune_configs_by": by})(fn)
+
+    return decorate
 
 
 _original_autotune = triton.autotune
 
 
 def install() -> None:
-    """Route ``triton.autotune`` through :func:`autotune` on Tritons that need it (<= 3.3).
+    """Route ``triton.autotune`` through :func:`autotune` on Tritons that need it (<= 3.3: the eager
+    benchmarker; any Triton with spill entries: the config pruning).
 
     Done once, before the kernel modules are imported (``kernels/__init__.py``), so the kernel files
     keep calling ``triton.autotune``: their source, and with it the compile-gate baseline keyed by it,
     stays the same. On current Triton nothing is touched."""
-    if _autotuner_benchmarker_is_eager() and triton.autotune is _original_autotune:
+    from . import _spills
+
+    if (_autotuner_benchmarker_is_eager() or _spills.rules()) and triton.autotune is _original_autotune:
         triton.autotune = autotune
+
+
+KERNEL_MODULES = ("flash_attention", "layernorm", "fused_linear", "decode_attention")
+
+
+def install_variant_pruning() -> None:
+    """Where this Triton has spill entries, make each kernel module's ``variants()`` return the pruned set
+    (``_spills.prune_variants``), so the static gate and the AOT tests compile what the autotuner may pick.
+
+    Done once, after the kernel modules are imported (``kernels/__init__.py``); the kernel files stay
+    unchanged for the same reason as in :func:`install`. On a Triton without entries nothing is touched."""
+    from . import _spills
+
+    if not _spills.rules():
+        return
+    for name in KERNEL_MODULES:
+        module = importlib.import_module(f"{__package__}.{name}")
+        if not getattr(module.variants, "prunes_spills", False):
+            module.variants = _pruned(module.variants)
+
+
+def _pruned(variants: Any) -> Any:
+    from . import _spills
+
+    @functools.wraps(variants)
+    def pruned_variants() -> list:
+        return _spills.prune_variants(variants())
+
+    pruned_variants.prunes_spills = True
+    return pruned_variants

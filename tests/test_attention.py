@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_bwd as fab
+from tritongpt.kernels import _spills
 from tritongpt.kernels.flash_attention import attention
 from tritongpt.kernels.flash_attention_bwd import TunedConfig
 
@@ -503,8 +504,10 @@ def test_cpu_tensor_without_interpreter(monkeypatch):
                                        (256, 384, 128), (256, 300, 128)])
 def test_autotune_prune_keeps_only_compiled_configs(arch, causal, dtype, tq, tk, d, monkeypatch):
     """What the GPU autotuner may try is non-empty and was compiled (spill-free) for that arch, in the
-    same causality, dtype and evenness."""
+    same causality, dtype and evenness. Asks the autotuners' own prune hooks: on a Triton with spill
+    entries (kernels/_spills.py) they also drop what that compiler spills on."""
     monkeypatch.setattr(fab, "_arch", lambda device=None: arch)
+    monkeypatch.setattr(_spills, "target_arch", lambda device: arch)
     block_d = fa._block_d(d)
     nargs = {"Q": torch.empty(1, dtype=dtype), "TQ": tq, "TK": tk, "D": d}
     even = d == block_d and tq % 128 == 0 and tk % 128 == 0
@@ -518,8 +521,8 @@ def test_autotune_prune_keeps_only_compiled_configs(arch, causal, dtype, tq, tk,
 
     compiled = {(v.tags["kernel"], v.constexprs["BLOCK_M"], v.constexprs["BLOCK_N"], v.num_warps, v.num_stages)
                 for v in fa.variants() if matches(v)}
-    for kernel, table in (("fwd", fa._FWD_CONFIGS), ("dkdv", fab._DKDV_CONFIGS), ("dq", fab._DQ_CONFIGS)):
-        picked = fab.pick_configs(table, nargs, {"BLOCK_D": block_d, "CAUSAL": causal})
+    for kernel, tuned in (("fwd", fa._attn_fwd_tuned), ("dkdv", fab._dkdv_tuned), ("dq", fab._dq_tuned)):
+        picked = tuned.early_config_prune(tuned.configs, nargs, BLOCK_D=block_d, CAUSAL=causal)
         assert picked, kernel
         for c in picked:
             key = (kernel, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)

@@ -1,4 +1,5 @@
-"""kernels/_compat.py: Triton-version guards (the lazy autotune benchmarker for Triton <= 3.3)."""
+"""kernels/_compat.py: Triton-version guards (the lazy autotune benchmarker for Triton <= 3.3; the spill
+pruning hooks are tested in test_old_triton_pruning.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import triton
 
 import tritongpt.kernels  # noqa: F401  (installs the guards)
-from tritongpt.kernels import _compat
+from tritongpt.kernels import _compat, _spills
 
 pytestmark = pytest.mark.kernel
 
@@ -16,16 +17,26 @@ def _triton_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def test_autotune_is_patched_exactly_where_the_benchmarker_is_eager():
+def test_triton_version():
+    assert _compat.triton_version() == _triton_version()
+    for text, want in (("3.3.1", (3, 3)), ("3.10.0+git1234", (3, 10)), ("4.0.0rc1", (4, 0))):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(triton, "__version__", text)
+            assert _compat.triton_version() == want
+
+
+def test_autotune_is_patched_exactly_where_needed():
     # 3.6's property and 3.9's cached_property are lazy: nothing to patch, the kernels use triton.autotune as is.
-    # 3.3 looks the driver up when a kernel is decorated: the guard must be installed there.
+    # 3.3 looks the driver up when a kernel is decorated (and has spill entries): the guard must be installed.
     eager = _triton_version() <= (3, 3)
     assert _compat._autotuner_benchmarker_is_eager() == eager
-    assert (triton.autotune is _compat.autotune) == eager
-    assert (triton.autotune is _compat._original_autotune) == (not eager)
+    patched = eager or bool(_spills.rules())
+    assert (triton.autotune is _compat.autotune) == patched
+    assert (triton.autotune is _compat._original_autotune) == (not patched)
 
 
 def test_eager_benchmarker_gets_a_lazy_do_bench(monkeypatch):
+    monkeypatch.setattr(_spills, "rules", lambda kernel=None: ())  # the benchmarker guard alone
     seen = {}
     monkeypatch.setattr(_compat, "_autotuner_benchmarker_is_eager", lambda: True)
     monkeypatch.setattr(_compat, "_original_autotune", lambda **kw: seen.update(kw) or "decorator")
@@ -34,3 +45,28 @@ def test_eager_benchmarker_gets_a_lazy_do_bench(monkeypatch):
     mine = object()
     _compat.autotune(configs=[], key=["n"], do_bench=mine)
     assert seen["do_bench"] is mine  # a caller's own benchmarker is kept
+
+
+def test_autotune_wraps_the_prune_where_this_triton_has_spill_entries(monkeypatch):
+    """With entries, the decorated kernel's name keys a wrapper around its own early_config_prune."""
+    seen = {}
+    monkeypatch.setattr(_compat, "triton_version", lambda: (3, 3))
+    monkeypatch.setattr(_compat, "_original_autotune", lambda **kw: lambda fn: seen.update(kw) or fn)
+
+    def own(configs, nargs, **meta):
+        return configs
+
+    def _attn_bwd_dq_kernel():
+        pass
+
+    assert _compat.autotune(configs=[], key=["n"], prune_configs_by={"early_config_prune": own})(
+        _attn_bwd_dq_kernel) is _attn_bwd_dq_kernel
+    hook = seen["prune_configs_by"]["early_config_prune"]
+    assert hook.kernel == "_attn_bwd_dq_kernel" and hook.__wrapped__ is own
+
+    def other_kernel():  # no entries: decorated exactly as asked
+        pass
+
+    seen.clear()
+    _compat.autotune(configs=[], key=["n"], prune_configs_by={"early_config_prune": own})(other_kernel)
+    assert seen["prune_configs_by"]["early_config_prune"] is own

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tritongpt.kernels import _spills
 from tritongpt.kernels import fused_linear as fl
 from tritongpt.kernels import fused_linear_bwd as flb
 from tritongpt.kernels._interpreter import interpreter_enabled
@@ -490,21 +491,28 @@ SUBSET = [("fwd", 0, "fp16", 0, 80), ("fwd", 1, "fp16", 0, 90), ("fwd", 4, "fp32
           ("dw", 3, "bf16", 0, 90), ("fwd", 5, "fp16", 1, 90)]
 
 
+def _unpruned_variants():
+    """Every shipped variant before the running Triton's spill pruning (kernels/_spills.py)."""
+    return getattr(fl.variants, "__wrapped__", fl.variants)()
+
+
 def test_variants_cover_configs():
-    vs = fl.variants()
+    vs = _unpruned_variants()
     for kernel, configs in (("fwd", fl.CONFIGS), ("dx", fl.BWD_CONFIGS), ("dw", fl.BWD_CONFIGS)):
         shipped = {fl.CONFIGS[v.tags["config"]] for v in vs if v.tags["kernel"] == kernel}
         assert shipped == set(configs)
-    assert all(v.expect_mma and v.archs for v in vs)
+    assert all(v.expect_mma and v.archs for v in fl.variants())
 
 
 def test_aot_subset():
-    vs = fl.variants()
+    vs = _unpruned_variants()
     jobs = []
     for kernel, config, dtype, flags, cc in SUBSET:
         (i,) = [i for i, v in enumerate(vs) if (v.tags["kernel"], v.tags["config"], v.tags["dtype"],
                                                   v.tags["flags"]) == (kernel, config, dtype, flags)]
         assert cc in vs[i].archs, (vs[i].name, cc)
+        if _spills.listed(vs[i], cc):  # spills under this Triton: not shipped there (its fallback is gated)
+            continue
         jobs.append((vs[i], cc))
     _aot(jobs)
 
