@@ -151,8 +151,9 @@ def main(base_path: str | Path, new_path: str | Path, threshold: str | float = "
         check_alpha(alpha)
         rows, warnings = compare(load_results(base_path), load_results(new_path), t, alpha)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        from tritongpt.engine.errors import report_error
+
+        return report_error(e)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(format_table(rows))

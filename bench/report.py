@@ -417,8 +417,9 @@ def main(paths: Sequence[Path], results_dir: Path = DEFAULT_DIR, out: Path | Non
         else:
             items = []
     except ResultError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        from tritongpt.engine.errors import report_error
+
+        return report_error(e)
     if not items:
         print(f"error: nothing to report: no valid result files in {results_dir} (run a benchmark suite, or pass "
               f"result JSON files)", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,8 +27,9 @@ def _cmd_assets(args: argparse.Namespace) -> int:
         if args.shakespeare or want_all:
             print(assets.fetch_shakespeare(quiet=True))
     except assets.AssetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        from .errors import report_error
+
+        return report_error(e, 1)
     return 0
 
 
@@ -154,39 +156,37 @@ def _use_interpreter_without_gpu() -> None:
         patch_interpreter()
 
 
-def debug_enabled(argv: list[str]) -> bool:
-    """``--debug`` anywhere on the command line, or ``TRITONGPT_DEBUG=1``: show tracebacks."""
-    import os
-
-    return "--debug" in argv or os.environ.get("TRITONGPT_DEBUG", "").lower() in ("1", "true", "yes")
-
-
-def describe_error(e: BaseException) -> str:
-    """One line for a user: what went wrong and with which file, argument or key."""
-    if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        text = f"{e.filename}: {e.strerror}"
-    else:
-        text = str(e) or type(e).__name__
-        if not isinstance(e, (ValueError, OSError, KeyError)) and type(e).__name__ not in text:
-            text = f"{type(e).__name__}: {text}"
-    return " ".join(text.split())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Errors become one ``error: ...`` line on stderr and exit code 2 (1 for an
     unexpected failure); ``--debug`` or ``TRITONGPT_DEBUG=1`` re-raises to show the traceback."""
+    from .errors import DEBUG_ENV
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    debug = debug_enabled(argv)
-    argv = [a for a in argv if a != "--debug"]
+    if "--debug" not in argv:
+        return _run_reporting_errors(argv)
+    before = os.environ.get(DEBUG_ENV)
+    os.environ[DEBUG_ENV] = "1"  # handlers that catch errors themselves read the variable
+    try:
+        return _run_reporting_errors([a for a in argv if a != "--debug"])
+    finally:
+        if before is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = before
+
+
+def _run_reporting_errors(argv: list[str]) -> int:
+    from .errors import debug_enabled, describe_error
+
     try:
         return _run(argv)
     except KeyboardInterrupt:
-        if debug:
+        if debug_enabled():
             raise
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        if debug:
+        if debug_enabled():
             raise
         # The project's own errors and the argument/file errors carry a message written for the user.
         expected = isinstance(e, (ValueError, OSError, LookupError, TypeError)) or \
@@ -197,14 +197,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    import os
-
     # Triton 3.9 warns when this is unset; 1 keeps the behaviour every earlier Triton had.
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     if argv[:1] == ["inspect"] and "--traffic" in argv:
         # Traffic is counted on the interpreter even where a GPU exists (set before kernels import).
-        import os
-
         os.environ["TRITON_INTERPRET"] = "1"
     _use_interpreter_without_gpu()
     parser = build_parser()

@@ -160,10 +160,9 @@ def main(args: argparse.Namespace) -> int:
             if not s:
                 raise ValueError("--stop: empty stop string")
     except (ValueError, OSError) as e:
-        from .cli import describe_error
+        from .errors import report_error
 
-        print(f"error: {describe_error(e)}", file=sys.stderr)
-        return 2
+        return report_error(e)
     graph = False if args.no_cuda_graph else None
     skip = [eos] if eos is not None else []
     groups = [[i] for i in range(len(prompts))] if args.stream else [list(range(len(prompts)))]

@@ -478,10 +478,9 @@ def main(args: argparse.Namespace) -> int:
         prepare(args.source, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
                 workers=args.workers, shard_tokens=args.shard_tokens, quiet=args.quiet, force=args.force)
     except (PrepareError, DataError, assets.AssetError, OSError) as e:
-        from .cli import describe_error
+        from .errors import report_error
 
-        print(f"error: {describe_error(e) if isinstance(e, OSError) else e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     except KeyboardInterrupt:
         print(f"interrupted: {args.out} keeps what it had before (temporary shards removed)", file=sys.stderr)
         return 130
