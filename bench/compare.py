@@ -149,6 +149,9 @@ def main(base_path: str | Path, new_path: str | Path, threshold: str | float = "
     try:
         t = parse_threshold(threshold)
         check_alpha(alpha)
+        if Path(base_path).resolve() == Path(new_path).resolve():
+            raise ValueError(f"BASE and NEW are the same file ({base_path}): a run compared with itself checks "
+                             "nothing; pass the baseline run and the new run")
         rows, warnings = compare(load_results(base_path), load_results(new_path), t, alpha)
     except ValueError as e:
         from tritongpt.engine.errors import report_error

@@ -329,3 +329,9 @@ def test_gate_helpers_directly():
     with pytest.raises(ValueError, match="--targets"):
         gate.parse_targets(",")
     assert gate.parse_targets("sm_80, sm_80,sm_90a") == ["sm_80", "sm_90a"]
+
+
+def test_compare_a_file_with_itself_fails(tmp_path, capsys):
+    a = result_json(tmp_path / "a.json", {"x": SAMPLES})
+    rc, out, err = run_cli(capsys, "bench", "compare", a, tmp_path / "." / "a.json")
+    assert rc == 2 and "same file" in err and "regression(s)" not in out
