@@ -34,3 +34,18 @@ def _seed() -> None:
 @pytest.fixture
 def device() -> str:
     return DEVICE
+
+
+@pytest.fixture(scope="session")
+def prepare_char(tmp_path_factory):
+    """``prepare_char(text)``: a folder prepared from ``text`` by ``tritongpt prepare`` (char tokenizer)."""
+    from tritongpt.engine.cli import main
+
+    def prepare(text: str):
+        root = tmp_path_factory.mktemp("data")
+        (root / "corpus.txt").write_text(text)
+        assert main(["prepare", "--source", str(root / "corpus.txt"), "--tokenizer", "char", "--out",
+                     str(root / "prepared")]) == 0
+        return root / "prepared"
+
+    return prepare

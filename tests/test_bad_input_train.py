@@ -49,12 +49,8 @@ plot = false
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (root / "corpus.txt").write_text(TEXT)
-    assert main(["prepare", "--source", str(root / "corpus.txt"), "--tokenizer", "char", "--out",
-                 str(root / "prepared")]) == 0
-    return root / "prepared"
+def data(prepare_char) -> Path:
+    return prepare_char(TEXT)
 
 
 @pytest.fixture(scope="module")

@@ -48,12 +48,8 @@ plot = {plot}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (root / "corpus.txt").write_text(TEXT)
-    assert main(["prepare", "--source", str(root / "corpus.txt"), "--tokenizer", "char", "--out",
-                 str(root / "prepared")]) == 0
-    return root / "prepared"
+def data(prepare_char) -> Path:
+    return prepare_char(TEXT)
 
 
 def config(tmp_path: Path, data: Path, *, iters=12, dropout=0.1, eval_interval=4, plot="false") -> Path:
