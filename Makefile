@@ -80,7 +80,10 @@ test-triton-oldest:
 	rm -rf .venv-triton-oldest
 	$(PYTHON) -m venv $(VENV_FLAGS) .venv-triton-oldest
 	$(call install-into,.venv-triton-oldest/bin/python,$(TRITON_OLDEST))
-	.venv-triton-oldest/bin/python -c "import triton; print('triton', triton.__version__)"
+	@# A CUDA torch brings the Triton it pins: put the oldest one in its place, and refuse to run on another.
+	.venv-triton-oldest/bin/python -m pip install -q --no-deps "$(TRITON_OLDEST)"
+	.venv-triton-oldest/bin/python -c "import sys, triton; want = '$(TRITON_OLDEST)'.split('==')[-1]; \
+	  print('triton', triton.__version__); sys.exit(triton.__version__ != want)"
 	.venv-triton-oldest/bin/python -m pytest -q -n $(JOBS) --dist loadfile -p no:cacheprovider -m "kernel and not slow"
 	.venv-triton-oldest/bin/tritongpt inspect --quick --targets sm_80,sm_90a --check --quiet
 
@@ -94,7 +97,9 @@ lock:
 	{ echo "# Tested versions: 'make install' holds every dependency here (make lock refreshes this file)."; \
 	  echo "# torch, triton and the nvidia-* CUDA packages follow TORCH_SPEC/TRITON_SPEC (Makefile)."; \
 	  .venv-lock/bin/python -m pip list --format=freeze --exclude-editable 2>/dev/null \
-	    | grep -v -i -E '^(torch|triton|tritongpt|pip|setuptools|wheel|nvidia-[a-z0-9-]+-cu[0-9]+|cuda-[a-z0-9-]+)==' ; \
+	    | grep -v -i -E '^(torch|triton|tritongpt|pip|setuptools|wheel|cuda-[a-z0-9-]+)==' \
+	    | grep -v -i -E '^nvidia-' ; \
+	  .venv-lock/bin/python -m pip list --format=freeze 2>/dev/null | grep -i -E '^nvidia-ml-py==' ; \
 	} > $(CONSTRAINTS).tmp
 	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 	rm -rf .venv-lock

@@ -77,7 +77,7 @@ def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, 
     validate_result(base, "base")
     validate_result(new, "new")
     check_alpha(alpha)
-    parse_threshold(threshold)
+    threshold = parse_threshold(threshold)
     warnings = []
     be, ne = base.get("environment", {}), new.get("environment", {})
     for k in _ENV_KEYS:

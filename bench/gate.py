@@ -214,8 +214,10 @@ def _write_replacement(args: argparse.Namespace, records: list[dict[str, Any]], 
     merged["records"] = {**baseline["records"], **{ins.record_key(r): r for r in records}}
     if traffic:
         merged["traffic"] = traffic
-    out = Path(args.json_path).with_suffix(".baseline.json") if args.json_path else \
-        Path(os.environ.get("TMPDIR", "/tmp")) / f"tritongpt-baseline-triton-{ins.triton_version()}.json"
+    scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"tritongpt-baseline-triton-{ins.triton_version()}.json"
+    out = Path(args.json_path).with_suffix(".baseline.json") if args.json_path else scratch
+    if out.resolve() == bpath.resolve():  # never replace the baseline this run was judged against
+        out = scratch
     atomic_write_text(out, json.dumps(merged, indent=1, sort_keys=True))
     print(f"\nFigures moved against {bpath}. If the change is intended (improvements too), accept it:\n"
           f"  cp {out} {bpath}")

@@ -43,13 +43,12 @@ def all_variants() -> list:
     """Every kernel module's ``variants()``, in a stable order."""
     import importlib
 
-    from tritongpt.kernels import flash_attention, fused_linear, layernorm
+    from tritongpt.kernels._compat import KERNEL_MODULES
 
-    # The package exports the decode_attention *function* under the module's name: import the module.
-    decode_attention = importlib.import_module("tritongpt.kernels.decode_attention")
+    # By module path: the package exports the decode_attention *function* under the module's name.
     out = []
-    for mod in (flash_attention, layernorm, fused_linear, decode_attention):
-        out.extend(mod.variants())
+    for name in KERNEL_MODULES:
+        out.extend(importlib.import_module(f"tritongpt.kernels.{name}").variants())
     return out
 
 

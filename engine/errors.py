@@ -13,10 +13,9 @@ import sys
 DEBUG_ENV = "TRITONGPT_DEBUG"
 
 
-def debug_enabled(argv: list[str] | None = None) -> bool:
-    """``--debug`` in ``argv``, or ``TRITONGPT_DEBUG`` set true: show tracebacks instead of one line."""
-    return (argv is not None and "--debug" in argv) or \
-        os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
+def debug_enabled() -> bool:
+    """``TRITONGPT_DEBUG`` set true (``--debug`` sets it for one command): show tracebacks instead of one line."""
+    return os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
 
 
 def describe_error(e: BaseException) -> str:

@@ -335,3 +335,11 @@ def test_compare_a_file_with_itself_fails(tmp_path, capsys):
     a = result_json(tmp_path / "a.json", {"x": SAMPLES})
     rc, out, err = run_cli(capsys, "bench", "compare", a, tmp_path / "." / "a.json")
     assert rc == 2 and "same file" in err and "regression(s)" not in out
+
+
+def test_compare_api_takes_the_cli_threshold_forms(tmp_path):
+    a = json.loads(result_json(tmp_path / "a.json", {"x": SAMPLES}).read_text())
+    slower = json.loads(result_json(tmp_path / "b.json", {"x": [s * 1.5 for s in SAMPLES]}).read_text())
+    for threshold in ("5%", "0.05", 0.05):
+        rows, _ = cmp.compare(a, slower, threshold)
+        assert [r.verdict for r in rows] == ["regression"]
