@@ -2,7 +2,9 @@
 
 ``triton.compile`` with a ``GPUTarget`` runs without a GPU and yields the cubin; Triton's bundled
 ``cuobjdump`` then reports registers, stack, local and shared memory, and the SASS listing shows
-spills (``STL``/``LDL``) and tensor-core instructions (``HMMA`` on sm_80/sm_89, ``HGMMA`` on sm_90a).
+spills (``STL``/``LDL``), the tensor-core instruction family (``HMMA``: mma.sync on sm_80/sm_89;
+``HGMMA``: warpgroup wgmma on sm_90a; ``UTCHMMA``/``UTCQMMA``/...: tcgen05 on sm_100a) and TMA copies
+(``UTMALDG`` loads, ``UTMASTG`` stores, ``UTMAREDG`` reductions).
 """
 
 from __future__ import annotations
@@ -25,7 +27,28 @@ ARCH = {
          "max_warps_per_sm": 48, "max_blocks_per_sm": 24},
     90: {"name": "sm_90a", "smem_per_block": 232448, "smem_per_sm": 233472, "regs_per_sm": 65536,
          "max_warps_per_sm": 64, "max_blocks_per_sm": 32},
+    100: {"name": "sm_100a", "smem_per_block": 232448, "smem_per_sm": 233472, "regs_per_sm": 65536,
+          "max_warps_per_sm": 64, "max_blocks_per_sm": 32},
 }
+
+# SASS opcodes by family. tcgen05 MMAs are UTC<kind>MMA (H: fp16/bf16, Q: fp8, I: int8, F: tf32, ...).
+WARPGROUP_MMA = ("HGMMA", "QGMMA", "IGMMA", "BGMMA")
+TMA_OPS = ("UTMALDG", "UTMASTG", "UTMAREDG", "UTMACCTL", "UTMAPF")
+
+
+def mma_family(ops: list[str]) -> str:
+    """The tensor-core family a kernel uses: "tcgen05", "wgmma", "mma.sync" or "none"."""
+    if any(_is_tcgen05(op) for op in ops):
+        return "tcgen05"
+    if any(op in WARPGROUP_MMA for op in ops):
+        return "wgmma"
+    if any(op == "HMMA" for op in ops):
+        return "mma.sync"
+    return "none"
+
+
+def _is_tcgen05(op: str) -> bool:
+    return op.startswith("UTC") and op.endswith("MMA")
 
 
 @dataclass
@@ -43,8 +66,12 @@ class CompiledStats:
     shared_bytes: int
     spill_instructions: int  # STL + LDL in the SASS
     sass_instructions: int
-    mma_instructions: int  # HMMA / HGMMA
+    mma_instructions: int  # every tensor-core MMA: HMMA, HGMMA, tcgen05 UTC*MMA
     fits: bool
+    wgmma_instructions: int = 0  # warpgroup (HGMMA) or tcgen05 (UTC*MMA) MMAs: the sm_90a/sm_100a families
+    tma_instructions: int = 0  # UTMALDG + UTMASTG + UTMAREDG ...
+    tma_loads: int = 0  # UTMALDG alone
+    family: str = "none"  # see mma_family
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +114,7 @@ def compile_kernel(
     num_stages: int = 3,
     divisible_by_16: Iterable[str] | None = None,
 ) -> CompiledStats:
-    """Compile ``fn`` for compute capability ``cc`` (80, 86, 89, 90) and read its resource usage.
+    """Compile ``fn`` for compute capability ``cc`` (80, 86, 89, 90, 100) and read its resource usage.
 
     ``signature`` maps every argument name to a Triton type (``"*fp16"``, ``"i32"``, ``"fp32"``,
     or ``"constexpr"``); ``constexprs`` gives the values of the constexpr arguments.
@@ -142,8 +169,12 @@ def compile_kernel(
         shared_bytes=shared,
         spill_instructions=sum(op in ("STL", "LDL") for op in ops),
         sass_instructions=len(ops),
-        mma_instructions=sum(op in ("HMMA", "HGMMA") for op in ops),
+        mma_instructions=sum(op == "HMMA" or op in WARPGROUP_MMA or _is_tcgen05(op) for op in ops),
         fits=shared <= arch["smem_per_block"],
+        wgmma_instructions=sum(op in WARPGROUP_MMA or _is_tcgen05(op) for op in ops),
+        tma_instructions=sum(op in TMA_OPS for op in ops),
+        tma_loads=sum(op == "UTMALDG" for op in ops),
+        family=mma_family(ops),
     )
 
 

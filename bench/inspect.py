@@ -5,7 +5,10 @@ For each shipped variant (``kernels.*.variants()``) and target it records regist
 count and tensor-core instructions. ``check`` turns that into a gate:
 
 Absolute rules (any Triton version): no spills or local memory; shared memory within the
-target's per-block limit; kernels that should use tensor cores (``expect_mma``) do.
+target's per-block limit; kernels that should use tensor cores (``expect_mma``) do; variants with
+wgmma-sized tiles (``KernelVariant.wants_wgmma``: BLOCK_M >= 64, fp16/bf16) use warpgroup MMA on
+sm_90a (HGMMA) and tcgen05 on sm_100a (UTC*MMA), not Ampere's mma.sync; TMA-path variants
+(``expect_tma``) issue TMA loads (UTMALDG) there. Up to 255 registers is fine: 0 spills is the rule.
 Relative rules against a committed baseline of the same Triton version, in either direction, so
 that improvements are recorded too: registers moved by more than max(4, 5%); SASS instruction
 count by more than 5%; resident warps per SM changed at all; counted memory traffic (see
@@ -26,7 +29,9 @@ from typing import Any
 
 from .aot import ARCH, compile_kernel, occupancy
 
-TARGETS = {"sm_80": 80, "sm_86": 86, "sm_89": 89, "sm_90a": 90, "sm_90": 90}
+TARGETS = {"sm_80": 80, "sm_86": 86, "sm_89": 89, "sm_90a": 90, "sm_90": 90, "sm_100a": 100, "sm_100": 100}
+DEFAULT_TARGETS = ("sm_80", "sm_89", "sm_90a", "sm_100a")
+MODERN = (90, 100)  # targets with warpgroup/tcgen05 MMA and TMA
 REG_MARGIN_ABS, REG_MARGIN_REL = 4, 0.05
 SASS_MARGIN_REL = 0.05
 TRAFFIC_MARGIN_REL = 0.01
@@ -75,16 +80,69 @@ def _fn_name(v) -> str:
     return fn.__name__
 
 
-def _source_key(fn) -> str:
-    """Hash of the file that defines the kernel (its helpers live beside it). Works the same for
-    compiled and interpreter-decorated kernels, so a test process and a worker agree."""
+def _python_function(obj: Any) -> Any:
+    """The plain Python function under a JITFunction / InterpretedFunction / Autotuner / Heuristics."""
+    import types
+
+    seen = 0
+    while not isinstance(obj, types.FunctionType) and hasattr(obj, "fn") and seen < 8:
+        obj, seen = obj.fn, seen + 1
+    return obj if isinstance(obj, types.FunctionType) else None
+
+
+def jit_functions(fn: Any) -> list[Any]:
+    """``fn``'s Python function and those of every @triton.jit helper it calls, transitively (found by
+    name in each function's globals, as Triton's own dependency finder does), in a stable order."""
+    import ast
+    import inspect as pyinspect
+    import textwrap
+
+    found, todo = {}, [_python_function(fn)]
+    while todo:
+        func = todo.pop()
+        if func is None or func in found.values():
+            continue
+        found[(func.__module__, func.__qualname__)] = func
+        try:
+            tree = ast.parse(textwrap.dedent(pyinspect.getsource(func)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            obj = func.__globals__.get(node.id) if isinstance(node, ast.Name) else None
+            if obj is not None and obj is not func and type(obj).__module__.startswith("triton.runtime"):
+                todo.append(_python_function(obj))
+    return [found[k] for k in sorted(found)]
+
+
+def jit_source_files(fn: Any) -> list[str]:
+    """The files that define ``fn`` and the @triton.jit helpers it uses."""
     import inspect as pyinspect
 
-    while not callable(getattr(fn, "__code__", None)) and hasattr(fn, "fn"):
-        fn = fn.fn
-    path = pyinspect.getsourcefile(fn) if hasattr(fn, "__code__") else None
-    text = Path(path).read_bytes() if path else repr(fn).encode()
-    return hashlib.sha256(text).hexdigest()
+    return sorted({pyinspect.getsourcefile(f) for f in jit_functions(fn)} - {None})
+
+
+def _source_key(fn) -> str:
+    """Hash of the code a kernel compiles from: the source of the kernel and of every @triton.jit helper
+    it uses, wherever they live, with each one's module and the plain values (numbers, strings, constexprs)
+    they read from module globals. Edits elsewhere in a file (tables, launchers, docs) keep the key;
+    moving a helper to another module changes it. The same for compiled and interpreter-decorated
+    kernels, so a test process and a worker agree."""
+    import ast
+    import inspect as pyinspect
+    import textwrap
+
+    funcs = jit_functions(fn)
+    if not funcs:
+        return hashlib.sha256(repr(fn).encode()).hexdigest()
+    h = hashlib.sha256()
+    for func in funcs:
+        src = textwrap.dedent(pyinspect.getsource(func))
+        h.update(f"{func.__module__}:{func.__qualname__}\0{src}\0".encode())
+        for node in ast.walk(ast.parse(src)):
+            value = func.__globals__.get(node.id) if isinstance(node, ast.Name) else None
+            if isinstance(value, (int, float, str)) or type(value).__name__ == "constexpr":
+                h.update(f"{node.id}={value!r}\0".encode())
+    return h.hexdigest()
 
 
 def cache_dir() -> Path:
@@ -93,8 +151,15 @@ def cache_dir() -> Path:
     return home() / "inspect-cache"
 
 
+def _compiler_key() -> str:
+    """Hash of aot.py: how a record is compiled and read (instruction counting included)."""
+    from . import aot
+
+    return hashlib.sha256(Path(aot.__file__).read_bytes()).hexdigest()
+
+
 def _record_key(v, cc: int) -> str:
-    blob = json.dumps([_source_key(v.fn), _source_key(compile_kernel), v.name, v.signature, v.constexprs,
+    blob = json.dumps([_source_key(v.fn), _compiler_key(), v.name, v.signature, v.constexprs,
                        v.num_warps, v.num_stages, v.tags.get("divisible_by_16"), cc, triton_version()],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
@@ -141,8 +206,15 @@ def _compile_task(name: str, cc: int) -> dict[str, Any]:
         "spill_instructions": s.spill_instructions, "shared_bytes": s.shared_bytes,
         "smem_limit": ARCH[cc]["smem_per_block"], "fits": s.fits,
         "sass_instructions": s.sass_instructions, "mma_instructions": s.mma_instructions,
-        "expect_mma": bool(v.expect_mma), "source": _source_key(v.fn)[:16], **occ,
+        "wgmma_instructions": s.wgmma_instructions, "tma_instructions": s.tma_instructions,
+        "tma_loads": s.tma_loads, "mma_family": s.family, **_expectations(v),
+        "source": _source_key(v.fn)[:16], **occ,
     }
+
+
+def _expectations(v: Any) -> dict[str, bool]:
+    # Read from the variant on every run (also for cached records): the flags are policy, not compile output.
+    return {"expect_mma": bool(v.expect_mma), "expect_wgmma": bool(v.wants_wgmma), "expect_tma": bool(v.expect_tma)}
 
 
 def inspect(variants: list, targets: Iterable[str], *, jobs: int | None = None, use_cache: bool = True,
@@ -171,6 +243,7 @@ def inspect(variants: list, targets: Iterable[str], *, jobs: int | None = None, 
                     # The cache key already hashes the kernel's source file, so the record is
                     # from the current source (older cache files lack this field).
                     rec["source"] = _source_key(v.fn)[:16]
+                    rec.update(_expectations(v))
                     results[(i, cc)] = rec
                     continue
                 except (OSError, json.JSONDecodeError):
@@ -203,8 +276,9 @@ def inspect(variants: list, targets: Iterable[str], *, jobs: int | None = None, 
 
 def format_table(records: list[dict[str, Any]]) -> str:
     cols = [("variant", 56), ("target", 7), ("registers", 4), ("spill", 5), ("shared_bytes", 7),
-            ("warps_per_sm", 5), ("sass_instructions", 6), ("mma_instructions", 5)]
-    head = ["kernel / config", "target", "regs", "spill", "smem", "warps/SM", "instrs", "mma"]
+            ("warps_per_sm", 5), ("sass_instructions", 6), ("mma_instructions", 5), ("mma_family", 8),
+            ("tma_instructions", 3)]
+    head = ["kernel / config", "target", "regs", "spill", "smem", "warps/SM", "instrs", "mma", "family", "tma"]
     widths = [max(w, len(h)) for (_, w), h in zip(cols, head, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
@@ -212,7 +286,8 @@ def format_table(records: list[dict[str, Any]]) -> str:
         spill = r["stack_bytes"] + r["local_bytes"]
         row = [r["variant"], r["target"], str(r["registers"]), str(spill) if spill else "-",
                f"{r['shared_bytes'] // 1024}K" if r["shared_bytes"] else "0",
-               f"{r['warps_per_sm']}", str(r["sass_instructions"]), str(r["mma_instructions"])]
+               f"{r['warps_per_sm']}", str(r["sass_instructions"]), str(r["mma_instructions"]),
+               r.get("mma_family", "?"), str(r.get("tma_instructions", "?"))]
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     return "\n".join(lines)
 
@@ -242,7 +317,22 @@ def check_absolute(records: list[dict[str, Any]]) -> list[Finding]:
             out.append(Finding(k, "smem", f"shared memory {r['shared_bytes']} B exceeds the target's "
                                           f"{r['smem_limit']} B per block"))
         if r["expect_mma"] and r["mma_instructions"] == 0:
-            out.append(Finding(k, "tensor-cores", "no HMMA/HGMMA instructions: tensor cores lost"))
+            out.append(Finding(k, "tensor-cores", "no HMMA/HGMMA/tcgen05 instructions: tensor cores lost"))
+        out += _modern_findings(r, k)
+    return out
+
+
+def _modern_findings(r: dict[str, Any], k: str) -> list[Finding]:
+    """sm_90a / sm_100a: wgmma-sized variants use the target's MMA family, TMA variants use TMA."""
+    if r.get("cc") not in MODERN:
+        return []
+    out = []
+    family = "HGMMA (wgmma)" if r["cc"] == 90 else "tcgen05 (UTC*MMA)"
+    if r.get("expect_wgmma") and not r.get("wgmma_instructions"):
+        out.append(Finding(k, "wgmma", f"no {family} instructions ({r.get('mma_family', '?')} only): "
+                                       "this tile runs on the previous generation's tensor-core path"))
+    if r.get("expect_tma") and not r.get("tma_loads"):
+        out.append(Finding(k, "tma", "no UTMALDG instructions: the TMA path compiled to plain loads"))
     return out
 
 
@@ -280,9 +370,13 @@ def check_traffic(traffic: list[dict[str, Any]], baseline: dict[str, Any]) -> li
     return out
 
 
-def make_baseline(records: list[dict[str, Any]], traffic: list[dict[str, Any]] | None) -> dict[str, Any]:
+def make_baseline(records: list[dict[str, Any]], traffic: list[dict[str, Any]] | None,
+                  scope: str = "all") -> dict[str, Any]:
+    """``scope`` "quick": the baseline holds the quick subset only (the oldest supported Triton's, whose
+    full set is not compiled in CI); the gate then compares those records and skips the coverage rule."""
     return {
         "triton": triton_version(),
+        "scope": scope,
         "records": {record_key(r): r for r in records},
         "traffic": traffic or [],
     }
@@ -304,6 +398,8 @@ def validate_baseline(data: Any, source: str | Path) -> dict[str, Any]:
         raise fail(f"expected a JSON object, got {type(data).__name__}")
     if not isinstance(data.get("triton"), str):
         raise fail(f"'triton' must be the Triton version string (got {data.get('triton')!r})")
+    if data.get("scope", "all") not in ("all", "quick"):
+        raise fail(f"'scope' must be \"all\" or \"quick\" (got {data.get('scope')!r})")
     records = data.get("records")
     if not isinstance(records, dict):
         raise fail("'records' must be an object of variant@target -> record")
@@ -333,7 +429,7 @@ def check_pairs(pairs: list, source: str, *, jobs: int = 2) -> list[Finding]:
     import dataclasses
 
     narrowed = [dataclasses.replace(v, archs=(cc,)) for v, cc in pairs]
-    records = inspect(narrowed, ["sm_80", "sm_89", "sm_90a"], jobs=jobs, progress=False, source=source)
+    records = inspect(narrowed, list(DEFAULT_TARGETS), jobs=jobs, progress=False, source=source)
     if len(records) != len(pairs):
         raise RuntimeError(f"compiled {len(records)} of {len(pairs)} (variant, target) pairs")
     return check_absolute(records)

@@ -1,7 +1,8 @@
 """Guards for Triton APIs that changed between the versions this project supports (3.3 and up).
 
-CI runs the newest Triton; GPU users get whichever Triton their CUDA torch pins. Everything here
-is a no-op on current Triton: it only steps in where an older release behaves differently.
+CI runs the newest Triton; GPU users get whichever Triton their CUDA torch pins. The guards step in
+only where an older release behaves differently; :func:`autotune` also hands every autotuner of this
+package to ``autotune_prune`` (compiled-facts pruning at launch, any Triton) on every release.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from typing import Any
 
 import triton
+
+from . import autotune_prune
 
 
 def triton_version() -> tuple[int, int]:
@@ -41,41 +44,50 @@ def _lazy_do_bench(kernel_call: Any, quantiles: Any) -> Any:
 
 
 def autotune(**kwargs: Any) -> Any:
-    """``triton.autotune(**kwargs)`` that can be applied without a GPU on every supported Triton and, where
-    this Triton spills on some shipped configs (``_spills.SPILLS``), prunes them from every launch."""
+    """``triton.autotune(**kwargs)`` for every supported Triton: applicable without a GPU (the lazy
+    benchmarker on Triton <= 3.3), pruned of the configs this Triton is listed to spill on
+    (``_spills.SPILLS``), and, for this package's kernels, pruned from compiled facts before each tuning
+    run on a GPU (``autotune_prune``). Other libraries' kernels get the first two only."""
     if "do_bench" not in kwargs and _autotuner_benchmarker_is_eager():
         kwargs["do_bench"] = _lazy_do_bench
-    from . import _spills
-
-    if not _spills.rules():
-        return _original_autotune(**kwargs)
 
     def decorate(fn: Any) -> Any:
-        # The entries are per kernel, and only the decorated function names it; kernels without entries
-        # (other libraries' too) keep their own prune.
-        name = _spills.kernel_name(fn)
-        if not _spills.rules(name):
-            return _original_autotune(**kwargs)(fn)
-        by = dict(kwargs.get("prune_configs_by") or {})
-        by["early_config_prune"] = _spills.pruning(name, by.get("early_config_prune"))
-        return _original_autotune(**{**kwargs, "prune_configs_by": by})(fn)
+        tuner = _original_autotune(**_with_spill_pruning(kwargs, fn))(fn)
+        return autotune_prune.attach(tuner) if _defined_in_package(fn) else tuner
 
     return decorate
+
+
+def _with_spill_pruning(kwargs: dict[str, Any], fn: Any) -> dict[str, Any]:
+    # The entries are per kernel, and only the decorated function names it; kernels without entries
+    # (other libraries' too) keep their own prune.
+    from . import _spills
+
+    name = _spills.kernel_name(fn)
+    if not _spills.rules(name):
+        return kwargs
+    by = dict(kwargs.get("prune_configs_by") or {})
+    by["early_config_prune"] = _spills.pruning(name, by.get("early_config_prune"))
+    return {**kwargs, "prune_configs_by": by}
+
+
+def _defined_in_package(fn: Any) -> bool:
+    while hasattr(fn, "fn"):  # autotune/heuristics wrappers, the JIT or interpreted function
+        fn = fn.fn
+    return getattr(fn, "__module__", "").startswith(f"{__package__}.")
 
 
 _original_autotune = triton.autotune
 
 
 def install() -> None:
-    """Route ``triton.autotune`` through :func:`autotune` on Tritons that need it (<= 3.3: the eager
-    benchmarker; any Triton with spill entries: the config pruning).
+    """Route ``triton.autotune`` through :func:`autotune`, on every Triton (the compiled-facts prune
+    applies everywhere; the older-Triton guards where they are needed).
 
     Done once, before the kernel modules are imported (``kernels/__init__.py``), so the kernel files
     keep calling ``triton.autotune``: their source, and with it the compile-gate baseline keyed by it,
-    stays the same. On current Triton nothing is touched."""
-    from . import _spills
-
-    if (_autotuner_benchmarker_is_eager() or _spills.rules()) and triton.autotune is _original_autotune:
+    stays the same."""
+    if triton.autotune is _original_autotune:
         triton.autotune = autotune
 
 

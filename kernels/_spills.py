@@ -16,6 +16,11 @@ else would be left for that shape class. Where the running Triton has a row, ``_
 
 The kernel files themselves stay untouched: the compile baseline is keyed by a hash of each kernel
 file, and on a Triton without a row nothing is wrapped at all.
+
+This table is the static half. At launch on a GPU, ``autotune_prune`` compiles what the prune keeps
+(this table's wrapper included) for the user's device and drops whatever spills or does not fit, on any
+Triton; the table still matters where nothing compiles: it keeps ``variants()`` (the compile gate) to
+what the autotuner may pick, and supplies fallbacks where a shape class would otherwise be left empty.
 """
 
 from __future__ import annotations

@@ -3,12 +3,22 @@
 Every kernel module exposes ``variants() -> list[KernelVariant]``: each shipped autotune config
 (and each block-size choice its launcher makes for representative shapes), with the argument
 types needed to compile it without a GPU. ``tritongpt.bench.aot`` compiles them per target.
+
+A variant is compiled the way a real launch is specialised: Triton's launcher marks every pointer
+that is 16-byte aligned and every integer argument that is a multiple of 16 (``tt.divisibility``).
+``tags["divisible_by_16"]`` names those arguments for the form the variant stands for (aligned
+inputs: the pointers, strides and sizes that GPT-shaped tensors give; the unaligned form: only what
+odd views still guarantee); ``launch_divisible`` derives that set from example argument values with
+the launcher's own rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+TMA_TARGETS = (90, 100)  # targets with TMA and warpgroup/tcgen05 MMA (sm_90a, sm_100a)
 
 
 @dataclass(frozen=True)
@@ -20,5 +30,36 @@ class KernelVariant:
     num_warps: int = 4
     num_stages: int = 2
     archs: tuple[int, ...] = (80, 89, 90)  # targets this variant is shipped for (after pruning)
-    expect_mma: bool = False  # must use tensor cores (HMMA/HGMMA)
+    expect_mma: bool = False  # must use tensor cores (HMMA/HGMMA/UTC*MMA)
     tags: dict[str, Any] = field(default_factory=dict)
+    # Must use warpgroup MMA on sm_90a (HGMMA) and tcgen05 on sm_100a (UTCHMMA). None: derived, see
+    # ``wants_wgmma``.
+    expect_wgmma: bool | None = None
+    expect_tma: bool = False  # a TMA-path variant: must issue UTMALDG on sm_90a / sm_100a
+
+    @property
+    def wants_wgmma(self) -> bool:
+        """Tensor-core variants with a 64-row (or taller) tile of fp16/bf16 operands: the shapes
+        wgmma and tcgen05 take. Decode tiles, fp32 (IEEE or TF32) and small-M tiles are exempt."""
+        if self.expect_wgmma is not None:
+            return self.expect_wgmma
+        rows = self.tags.get("block_m", self.constexprs.get("BLOCK_M", 0))
+        return bool(self.expect_mma) and self.tags.get("dtype") in ("fp16", "bf16") and rows >= 64
+
+
+def launch_divisible(args: Mapping[str, Any]) -> tuple[str, ...]:
+    """The arguments Triton's launcher specialises as divisible by 16, from example values: an int
+    (not a bool) that is a multiple of 16, or a pointer given as its address (an object with
+    ``data_ptr()``, or ``("ptr", address)``) that is 16-byte aligned. Ints equal to 1 are
+    specialised as constants by the launcher; variants pass those as constexprs instead."""
+    out = []
+    for name, value in args.items():
+        if isinstance(value, tuple) and len(value) == 2 and value[0] == "ptr":
+            if value[1] % 16 == 0:
+                out.append(name)
+        elif hasattr(value, "data_ptr"):
+            if value.data_ptr() % 16 == 0:
+                out.append(name)
+        elif isinstance(value, int) and not isinstance(value, bool) and value % 16 == 0:
+            out.append(name)
+    return tuple(out)

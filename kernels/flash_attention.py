@@ -52,25 +52,27 @@ import torch
 import triton
 import triton.language as tl
 
+from . import flash_attention_tma as fwd_tma
+from . import tma
 from ._interpreter import interpreter_enabled
 from ._validate import check_same, check_tensor, device_guard
 from ._variants import KernelVariant
 from .flash_attention_bwd import (
     _LOG2E,
-    AUTOTUNE_KEY,
     INT32_MAX,
+    ConfigTables,
     TunedConfig,
     _alloc,
+    align_bucket,
     attention_bwd_launch,
     bwd_variants,
     check_offsets,
     check_scale,
-    pick_configs,
     slice_extent,
     tune_bucket,
     variant_choices,
-    variant_suffix,
 )
+from .online_softmax import finish_rows, mask_scores, softmax_step
 
 MAX_HEAD_DIM = 128
 
@@ -100,31 +102,21 @@ def _fwd_inner(
             v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
         if MASKED:
-            keep = cols[None, :] < TK
-            if CAUSAL:
-                keep = keep & (cols[None, :] <= offs_m[:, None] + OFF)
-            s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        if MASKED and CAUSAL:
-            # A row with nothing visible so far keeps m = -inf; avoid (-inf) - (-inf) = nan. (Not
-            # needed without the causal mask: the tail block holds at least one key < TK.)
-            m_new = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
+            s = mask_scores(s, offs_m, cols, TK, OFF, CAUSAL)
+        # Only the causal mask can leave a row with nothing visible so far (the tail block always holds
+        # a key < TK): guard its -inf max there.
+        p, m_i, l_i, acc = softmax_step(s, m_i, l_i, acc, MASKED and CAUSAL)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
-        m_i = m_new
     return acc, l_i, m_i
 
 
 @triton.heuristics(
     {
-        "EVEN_M": lambda a: a["TQ"] % a["BLOCK_M"] == 0,
-        "EVEN_D": lambda a: a["D"] == a["BLOCK_D"],
+        "EVEN_M": lambda a: bool(a["ALIGN"]) and a["TQ"] % a["BLOCK_M"] == 0,
+        "EVEN_D": lambda a: bool(a["ALIGN"]) and a["D"] == a["BLOCK_D"],
     }
 )
-@triton.jit
+@triton.jit(do_not_specialize=["ALIGN"])
 def _attn_fwd_kernel(
     Q,  # (B, H, TQ, D)
     K,  # (B, H, TK, D)
@@ -137,7 +129,7 @@ def _attn_fwd_kernel(
     stride_ob, stride_oh, stride_om, stride_od,
     H, TQ, TK, D,
     qk_scale,  # sm_scale * log2(e)
-    TQ_BUCKET, TK_BUCKET,  # autotune keys only (tune_bucket of TQ, TK)
+    TQ_BUCKET, TK_BUCKET, ALIGN,  # autotune keys only (tune_bucket of TQ, TK; align_bucket: unaligned -> masked form)
     CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
@@ -184,8 +176,7 @@ def _attn_fwd_kernel(
                                offs_m, offs_n, offs_d, hi_full, hi, TK, D, OFF, qk_scale,
                                BLOCK_N, True, CAUSAL, EVEN_D)
 
-    acc = acc / l_i[:, None]
-    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # back to natural log
+    acc, lse = finish_rows(acc, l_i, m_i)
     o_ptrs = O + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
     if EVEN_M and EVEN_D:
         tl.store(o_ptrs, acc.to(O.dtype.element_ty))
@@ -198,31 +189,49 @@ def _attn_fwd_kernel(
 
 
 # Forward configs (BLOCK_M, BLOCK_N, warps, stages) with the largest BLOCK_D each is shipped for, per
-# target and form; every shipped form compiles for sm_80 and sm_90a without spills and, on Triton 3.9,
-# within 245 registers (headroom: other Triton versions allocate differently) (tests/test_attention.py).
-# Left out: 128x64 at D=128 (spills on sm_80, 254 registers on sm_90a), 128x128 causal (255 at D=64),
-# 64x64/4 warps on sm_80 (250-255 at D=64; non-causal D=128 spills 184 B), 128x32 at D=128 (spills on
-# sm_80, 254 on sm_90a), 64x32/4 warps at D=128 on sm_80 (246; non-causal ragged spills 24 B), masked
-# (ragged) 128x64 on sm_80 (254). fp32 (IEEE dots on FMA units) only gets the small tiles at the end.
-_FWD_CONFIGS: list[TunedConfig] = [
-    TunedConfig(128, 64, 8, 3, max_d={80: 64, 90: 64}, ragged_max_d={90: 64}),
-    TunedConfig(128, 128, 8, 3, full_max_d={90: 64}, full_ragged_max_d={90: 64}),
+# target (80: sm_80/sm_89, 90: sm_90a, 100: sm_100a) and form. Every shipped form compiles without
+# spills and fits shared memory, in the specialisation real launches get (tests/test_attention.py, the
+# inspect gate). Registers (Triton 3.9, fp16, causal/non-causal, even/ragged) in the comments.
+# Aligned inputs: wgmma/tcgen05-sized 128-row tiles on sm_90a/sm_100a (the Triton tutorial's Hopper
+# config is 128x128 w8 s3), 128x64 w8 s3 on sm_80. Left out: 128-row tiles with 4 warps at D=128 (255 +
+# 170-780 B of spills everywhere) and at D=64 on sm_100a (34 B); 128x128 at D=128 on sm_80 (60-1270 B),
+# ragged 128x128 at D=64 and ragged 128x64 at D=128 on sm_80 (24-48 B); 128x64 w8 s2 at D=64 on sm_100a
+# (non-causal even: 12 B). fp32 (IEEE dots on FMA units) only gets the small tiles at the end.
+_BIG = {80: 64, 90: 64, 100: 64}  # min_d of the 128-row tiles: they serve D >= 64 (every GPT-2 size);
+# smaller head dims get the 64-row tiles (fewer variants to compile; such heads are rare).
+_D128 = {80: 128, 90: 128, 100: 128}
+_NO_B200 = {80: 128, 90: 128}  # small tiles: sm_100a takes sm_90a's (STAND_IN)
+_HOPPER_UP = {90: 128, 100: 128}
+_FWD_ALIGNED: list[TunedConfig] = [
+    # D=128: sm_90a 230-239 regs, 229 KB smem even (fits 227 KB); sm_100a 213-243. D=64: sm_80 191-204.
+    TunedConfig(128, 128, 8, 3, max_d={80: 64, **_HOPPER_UP}, ragged_max_d=_HOPPER_UP, min_d=_BIG),
+    # D=128: sm_80 207-211 even, sm_90a 172-179, sm_100a 137-183. D=64: sm_80 155-183.
+    TunedConfig(128, 64, 8, 3, max_d=_D128, ragged_max_d={80: 64, **_HOPPER_UP}, min_d=_BIG),
+    TunedConfig(128, 64, 8, 4, max_d=_D128, ragged_max_d={80: 64, **_HOPPER_UP}, min_d=_BIG),
+    TunedConfig(128, 128, 8, 4, max_d={80: 64, 90: 64, 100: 64}, ragged_max_d={90: 64, 100: 64}, min_d=_BIG),
+    TunedConfig(128, 64, 4, 3, max_d={80: 64, 90: 64}, min_d=_BIG),  # sm_80 248-255, sm_90a 210-253
+    TunedConfig(128, 32, 4, 2, max_d={80: 64, 90: 64}, min_d=_BIG),  # sm_80 183-216
+    # sm_90a 110-190. (sm_80 D=128 ragged: 46 B; sm_100a non-causal even D=64: 128 regs + 10 B.)
     TunedConfig(64, 64, 4, 3, max_d={90: 128}),
-    TunedConfig(64, 32, 8, 2, max_d={80: 128, 90: 128}),
-    TunedConfig(128, 32, 8, 2, max_d={80: 64, 90: 64}, min_d={80: 64}),  # ragged D=32: 128 regs + 8 B stack
+    TunedConfig(64, 32, 8, 2, max_d={80: 128}),  # the ragged D=128 tile on sm_80
     TunedConfig(64, 32, 4, 2, max_d={80: 64, 90: 128}),
-    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={80: 64}),  # nc D=32: 96 regs + 16 B stack
-    TunedConfig(16, 16, 4, 2, fp32_max_d={80: 128, 90: 128}),
+    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={80: 64}),  # nc D=32: 96 regs + 16 B
+    TunedConfig(16, 16, 4, 2, fp32_max_d=_NO_B200),
 ]
+# Unaligned inputs (scalar loads, always the masked form): the small tiles that stay spill-free there.
+_FWD_UNALIGNED: list[TunedConfig] = [
+    TunedConfig(64, 64, 4, 3, max_d={90: 128}),
+    TunedConfig(64, 32, 8, 2, max_d=_NO_B200),
+    TunedConfig(64, 32, 4, 2, max_d={80: 64, 90: 128}),
+    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={80: 64}),
+    TunedConfig(16, 16, 4, 2, fp32_max_d=_NO_B200),
+]
+FWD_TABLES = ConfigTables(_FWD_ALIGNED, _FWD_UNALIGNED)
 _FWD_INTERPRET = TunedConfig(64, 32, 4, 1)  # under the interpreter: one config, BM != BN on purpose
 
 # On a GPU, autotune over the short list above, pruned to this device's architecture, head dim, dtype
 # and raggedness; the key buckets T to powers of two so a new sequence length rarely re-tunes.
-_attn_fwd_tuned = triton.autotune(
-    configs=[c.config() for c in _FWD_CONFIGS],
-    key=AUTOTUNE_KEY,
-    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: pick_configs(_FWD_CONFIGS, nargs, kw)},
-)(_attn_fwd_kernel)
+_attn_fwd_tuned = FWD_TABLES.tuned(_attn_fwd_kernel)
 
 
 def _block_d(d: int) -> int:
@@ -231,9 +240,11 @@ def _block_d(d: int) -> int:
 
 def attention_fwd_launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sm_scale: float,
-    config: TunedConfig | None = None,
+    config: TunedConfig | None = None, path: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward kernel on validated inputs; returns (out, lse). ``config`` forces blocks."""
+    """Launch the forward kernel on validated inputs; returns (out, lse). ``config`` forces blocks;
+    ``path`` forces the memory path ("pointer" or "tma", see flash_attention_tma.fwd_path; None chooses)."""
+    path = tma.check_path("path", path)
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     check_offsets(q=q, k=k, v=v)
@@ -242,8 +253,11 @@ def attention_fwd_launch(
     lse = _alloc((B, H, Tq), torch.float32, q.device)
     if out.numel() == 0:
         return out, lse
+    if fwd_tma.fwd_path(q, k, v, out, causal, _block_d(D), path, config) == tma.TMA:
+        fwd_tma.attention_fwd_tma_launch(q, k, v, out, lse, causal, sm_scale * _LOG2E, _block_d(D), config)
+        return out, lse
     args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-            H, Tq, Tk, D, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk))
+            H, Tq, Tk, D, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk), align_bucket(q, k, v))
     meta = {"CAUSAL": causal, "BLOCK_D": _block_d(D)}
     if config is None and interpreter_enabled():
         config = _FWD_INTERPRET
@@ -379,22 +393,23 @@ def fwd_variants() -> list[KernelVariant]:
     """Every shipped forward config x representative head dim / dtype / evenness / causality (see
     variant_choices)."""
     out = []
-    for cfg, d, dtype, even, causal, archs in variant_choices(_FWD_CONFIGS):
+    for form in variant_choices(FWD_TABLES):
+        cfg, d, dtype = form.cfg, form.d, form.dtype
         sig = _signature("Q K V O", "stride_qb stride_qh stride_qm stride_kb stride_kh stride_kn "
                          "stride_vb stride_vh stride_vn stride_ob stride_oh stride_om H TQ TK D", "*" + dtype)
-        sig.update(LSE="*fp32", qk_scale="fp32", TQ_BUCKET="i32", TK_BUCKET="i32")
-        consts = dict(stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1, CAUSAL=causal,
-                      BLOCK_D=d, EVEN_M=even, EVEN_D=even, **cfg.kwargs())
+        sig.update(LSE="*fp32", qk_scale="fp32", TQ_BUCKET="i32", TK_BUCKET="i32", ALIGN="i32")
+        consts = dict(stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1, CAUSAL=form.causal,
+                      BLOCK_D=d, EVEN_M=form.even, EVEN_D=form.even, **cfg.kwargs())
         out.append(KernelVariant(
             name=f"attention_fwd[D={d},BM={cfg.block_m},BN={cfg.block_n},w={cfg.num_warps},"
-                 f"s={cfg.num_stages},{variant_suffix(dtype, even, causal)}]",
+                 f"s={cfg.num_stages},{form.suffix}]",
             fn=_attn_fwd_kernel, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages, archs=archs, expect_mma=dtype != "fp32",
-            tags={"kernel": "fwd", "D": d, "dtype": dtype, "even": even, "causal": causal},
+            num_stages=cfg.num_stages, archs=form.archs, expect_mma=dtype != "fp32",
+            tags=form.tags("fwd", sig, "O LSE"),
         ))
     return out
 
 
 def variants() -> list[KernelVariant]:
-    """Forward and backward variants for ahead-of-time compile checks."""
-    return fwd_variants() + bwd_variants()
+    """Forward (pointer and TMA) and backward variants for ahead-of-time compile checks."""
+    return fwd_variants() + fwd_tma.tma_fwd_variants() + bwd_variants()

@@ -23,6 +23,7 @@ Grid: one axis, (batch * head) major and sequence block minor, so B*H is not hel
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import triton
@@ -85,15 +86,27 @@ def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
 
 
 def _arch(device: torch.device | None = None) -> int:
-    # Tables are checked for sm_80 and sm_90a. Other parts use the sm_80 table: on those with less
-    # shared memory (sm_86/89: 99 KB) the autotuner skips a config that fails with OutOfResources.
-    # The tensors' GPU, not the current one: they differ on a multi-GPU host.
-    return 90 if torch.cuda.get_device_capability(device)[0] == 9 else 80
+    # Tables are checked for sm_80, sm_90a and sm_100a. Other parts (sm_86/89, sm_120) use the sm_80
+    # table: mma.sync like sm_80, and where shared memory is smaller (99 KB) the autotuner skips a config
+    # that fails with OutOfResources. The tensors' GPU, not the current one (multi-GPU hosts).
+    major = torch.cuda.get_device_capability(device)[0]
+    return {9: 90, 10: 100}.get(major, 80)
 
 
 def tune_bucket(t: int) -> int:
     """Autotune key for a sequence length: its power-of-two bucket, +1 when it is not a multiple of 128."""
     return triton.next_power_of_2(t) + (t % 128 != 0)
+
+
+def align_bucket(*tensors: torch.Tensor) -> int:
+    """1 when Triton's launcher specialises every tensor as aligned (16-byte base address, every stride
+    but the last a multiple of 16 elements), else 0. It is part of the autotune key, so a config tuned
+    on aligned inputs is never reused on unaligned ones, and it selects the config table: unaligned
+    inputs (odd views, D not a multiple of 16) compile to scalar loads and keep their own small tiles."""
+    for t in tensors:
+        if t.data_ptr() % 16 or any(s % 16 for s in t.stride()[:-1]):
+            return 0
+    return 1
 
 
 INT32_MAX = 2**31 - 1
@@ -142,16 +155,48 @@ def check_offsets(**tensors: torch.Tensor) -> None:
                              "programs exceed the 2**31 - 1 grid limit: split the batch")
 
 
-def pick_configs(tuned: list[TunedConfig], nargs: dict, kw: dict) -> list[triton.Config]:
-    """Autotune prune: keep the configs shipped for this GPU's architecture, BLOCK_D, dtype, causality
-    and shape."""
+def pick_configs(tables: ConfigTables, nargs: dict, kw: dict) -> list[triton.Config]:
+    """Autotune prune: keep the configs shipped for this GPU's architecture, input alignment, BLOCK_D,
+    dtype, causality and shape."""
     arch, block_d, causal = _arch(nargs["Q"].device), kw["BLOCK_D"], bool(kw["CAUSAL"])
     fp32 = nargs["Q"].dtype == torch.float32
+    aligned = bool(nargs["ALIGN"])
+    tuned = tables.aligned if aligned else tables.unaligned
     # Ragged unless every tile divides T: judged at 128 (the largest tile) so that all shapes sharing
     # an autotune key (see tune_bucket) prune alike and a cached choice never meets a spilling form.
-    ragged = nargs["D"] != block_d or nargs["TQ"] % 128 != 0 or nargs["TK"] % 128 != 0
+    # Unaligned inputs always take the masked (ragged) form (see the EVEN_* heuristics).
+    ragged = not aligned or nargs["D"] != block_d or nargs["TQ"] % 128 != 0 or nargs["TK"] % 128 != 0
     keep = [t.config() for t in tuned if arch in t.archs_for(block_d, fp32, ragged, causal)]
+    if not keep and arch in STAND_IN:  # a form this target's table leaves out: the stand-in target's picks
+        keep = [t.config() for t in tuned if STAND_IN[arch] in t.archs_for(block_d, fp32, ragged, causal)]
     return keep or [tuned[-1].config()]  # not reached: the tables cover every D <= 128 and dtype
+
+
+# sm_100a lists only the wgmma-sized (tcgen05) tiles it is compiled for; the forms it leaves out (fp32,
+# unaligned inputs, D < 64) take sm_90a's small tiles, which the gate compiles for sm_90a only (to keep
+# the variant set within its compile budget); the runtime compiled-facts prune (autotune_prune) drops
+# any of them that spills on the user's sm_100 device.
+STAND_IN = {100: 90}
+
+
+@dataclass(frozen=True)
+class ConfigTables:
+    """A kernel's configs for aligned inputs (wgmma-sized tiles) and for unaligned ones."""
+
+    aligned: list[TunedConfig]
+    unaligned: list[TunedConfig]
+
+    def autotune_configs(self) -> list[triton.Config]:
+        """Every distinct config of both tables, for triton.autotune (the prune picks the table)."""
+        seen = dict.fromkeys((c.block_m, c.block_n, c.num_warps, c.num_stages)
+                             for c in (*self.aligned, *self.unaligned))
+        return [TunedConfig(*k).config() for k in seen]
+
+    def tuned(self, kernel):
+        return triton.autotune(
+            configs=self.autotune_configs(), key=AUTOTUNE_KEY,
+            prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: pick_configs(self, nargs, kw)},
+        )(kernel)
 
 
 @triton.jit
@@ -188,7 +233,7 @@ def _dkdv_inner(
     offs_n, offs_m, offs_d,
     lo, hi, TQ, TK, D, OFF, qk_scale,
     BLOCK_M: tl.constexpr, MASKED: tl.constexpr, MASK_KEYS: tl.constexpr,
-    EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
+    EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,  # EVEN_M: every row of [lo, hi) is < TQ
 ):
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m
@@ -223,12 +268,12 @@ def _dkdv_inner(
 
 @triton.heuristics(
     {
-        "EVEN_M": lambda a: a["TQ"] % a["BLOCK_M"] == 0,
-        "EVEN_N": lambda a: a["TK"] % a["BLOCK_N"] == 0,
-        "EVEN_D": lambda a: a["D"] == a["BLOCK_D"],
+        "EVEN_M": lambda a: bool(a["ALIGN"]) and a["TQ"] % a["BLOCK_M"] == 0,
+        "EVEN_N": lambda a: bool(a["ALIGN"]) and a["TK"] % a["BLOCK_N"] == 0,
+        "EVEN_D": lambda a: bool(a["ALIGN"]) and a["D"] == a["BLOCK_D"],
     }
 )
-@triton.jit
+@triton.jit(do_not_specialize=["ALIGN"])
 def _attn_bwd_dkdv_kernel(
     Q,  # (B, H, TQ, D)
     K,  # (B, H, TK, D)
@@ -244,7 +289,7 @@ def _attn_bwd_dkdv_kernel(
     stride_dob, stride_doh, stride_dom, stride_dod,
     H, TQ, TK, D,
     sm_scale, qk_scale,  # qk_scale = sm_scale * log2(e)
-    TQ_BUCKET, TK_BUCKET,  # autotune keys only
+    TQ_BUCKET, TK_BUCKET, ALIGN,  # autotune keys only (ALIGN: align_bucket; unaligned takes the masked form)
     CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
@@ -297,13 +342,22 @@ def _attn_bwd_dkdv_kernel(
                              offs_n, offs_m, offs_d, lo, mid, TQ, TK, D, OFF, qk_scale,
                              BLOCK_M, True, False, EVEN_M, EVEN_D)
         # Rows >= mid see every key of the block, and mid = TQ when the block reaches past TK.
-        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
-                             offs_n, offs_m, offs_d, mid, TQ, TQ, TK, D, OFF, qk_scale,
-                             BLOCK_M, False, False, EVEN_M, EVEN_D)
+        full_lo = mid
     else:
+        full_lo = 0
+    # Whole query blocks stream without row masks; a ragged last block gets its own masked stage (as
+    # the forward splits its key loop), so the main loop carries no mask registers.
+    full_hi = TQ // BLOCK_M * BLOCK_M
+    dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
+                         offs_n, offs_m, offs_d, full_lo, full_hi, TQ, TK, D, OFF, qk_scale,
+                         BLOCK_M, False, not CAUSAL and not EVEN_N, True, EVEN_D)
+    if not EVEN_M:
+        tail_lo = full_hi
+        if tail_lo < full_lo:
+            tail_lo = full_lo
         dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
-                             offs_n, offs_m, offs_d, 0, TQ, TQ, TK, D, OFF, qk_scale,
-                             BLOCK_M, False, not EVEN_N, EVEN_M, EVEN_D)
+                             offs_n, offs_m, offs_d, tail_lo, TQ, TQ, TK, D, OFF, qk_scale,
+                             BLOCK_M, False, not CAUSAL and not EVEN_N, False, EVEN_D)
 
     dk = dk * sm_scale
     out_offs = offs_n[:, None] * D + offs_d[None, :]
@@ -357,11 +411,11 @@ def _dq_inner(
 
 @triton.heuristics(
     {
-        "EVEN_M": lambda a: a["TQ"] % a["BLOCK_M"] == 0,
-        "EVEN_D": lambda a: a["D"] == a["BLOCK_D"],
+        "EVEN_M": lambda a: bool(a["ALIGN"]) and a["TQ"] % a["BLOCK_M"] == 0,
+        "EVEN_D": lambda a: bool(a["ALIGN"]) and a["D"] == a["BLOCK_D"],
     }
 )
-@triton.jit
+@triton.jit(do_not_specialize=["ALIGN"])
 def _attn_bwd_dq_kernel(
     Q,  # (B, H, TQ, D)
     K,  # (B, H, TK, D)
@@ -376,7 +430,7 @@ def _attn_bwd_dq_kernel(
     stride_dob, stride_doh, stride_dom, stride_dod,
     H, TQ, TK, D,
     sm_scale, qk_scale,
-    TQ_BUCKET, TK_BUCKET,  # autotune keys only
+    TQ_BUCKET, TK_BUCKET, ALIGN,  # autotune keys only (ALIGN: align_bucket; unaligned takes the masked form)
     CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
@@ -440,46 +494,53 @@ def _attn_bwd_dq_kernel(
 
 
 # dK/dV configs: BLOCK_N keys owned, BLOCK_M queries streamed; dQ configs: BLOCK_M queries owned,
-# BLOCK_N keys streamed. Every shipped form (causal and non-causal, even and ragged) compiles spill-free
-# for sm_80 and sm_90a and, on Triton 3.9, within 245 registers; the limits are where a form spilled or
-# came within 10 registers of 255. Left out at D=128: dK/dV 32x64/8 warps (241-255), 16x64 on sm_80
-# (236-253), ragged 32x32/4 warps causal (255, 8 B stack on sm_90a); dQ 128x32 (255, spills on sm_80
-# and ragged) and 64x32/4 warps on sm_80 (255). Also: dK/dV 32x32/8 warps ragged non-causal on sm_80
-# (capped at 128 registers with a 24 B stack at D=64, though fine at D=128), fp32 dK/dV 16x32 (ragged
-# causal spills 40 B on sm_90a), and the small head dims noted inline.
-_DKDV_CONFIGS: list[TunedConfig] = [
-    TunedConfig(32, 64, 8, 2, max_d={80: 64, 90: 64}, ragged_max_d={90: 64}),
-    TunedConfig(32, 128, 8, 2, max_d={90: 64}),
-    TunedConfig(16, 64, 8, 2, max_d={90: 128}),
-    TunedConfig(32, 64, 4, 2, max_d={90: 64}),
-    TunedConfig(32, 32, 8, 2, max_d={80: 128, 90: 128}, full_ragged_max_d={90: 128}),
-    TunedConfig(32, 32, 4, 2, max_d={80: 128, 90: 128}, ragged_max_d={80: 64, 90: 64},
-                full_ragged_max_d={80: 128, 90: 128}),
+# BLOCK_N keys streamed. Every shipped form compiles without spills and fits shared memory, in the
+# specialisation real launches get (tests/test_attention.py, the inspect gate); registers (Triton 3.9,
+# fp16, D=128 unless noted) in the comments. Aligned inputs get 64x64 tiles on every target (wgmma on
+# sm_90a, tcgen05 on sm_100a). Left out: dK/dV 64x128 (spills at D=128 on sm_80 and sm_90a), 64x64 with
+# 4 warps (46-240 B at D=128), 64x64 3 stages (40 B ragged causal on sm_90a, 32 B at D=64 on sm_80);
+# dQ 128x64 at D=128 on sm_80 (24-575 B) and ragged on sm_100a (37 B).
+_D128 = {80: 128, 90: 128, 100: 128}
+_NO_B200 = {80: 128, 90: 128}  # small tiles: sm_100a takes sm_90a's (STAND_IN)
+_DKDV_ALIGNED: list[TunedConfig] = [
+    # sm_90a 200-238 (ragged causal at D=128 spills 96 B: 32x128 takes that form), sm_100a 84-155,
+    # sm_80 169-234 at D=128 (ragged at D=64 spills 8-88 B there, so no ragged form on sm_80).
+    TunedConfig(64, 64, 8, 2, max_d=_D128, ragged_max_d={90: 64, 100: 128}, full_ragged_max_d={90: 128, 100: 128}),
+    # Ragged only: sm_90a 222-254, sm_80 220-252 at D=64 (D=128 spills there).
+    TunedConfig(32, 128, 8, 2, ragged_max_d={80: 64, 90: 128}),
+    TunedConfig(32, 32, 8, 2, max_d=_NO_B200, full_ragged_max_d={90: 128}),
+    TunedConfig(32, 32, 4, 2, max_d=_NO_B200, ragged_max_d={80: 64, 90: 64}, full_ragged_max_d=_NO_B200),
     TunedConfig(32, 16, 4, 2, fp32_max_d={80: 32, 90: 32}),
-    TunedConfig(16, 16, 4, 2, fp32_max_d={80: 128, 90: 128}, min_d={80: 64}),  # causal D=32: 80 regs + 8 B
+    TunedConfig(16, 16, 4, 2, fp32_max_d=_NO_B200, min_d={80: 64}),  # causal D=32: 80 regs + 8 B
 ]
-_DQ_CONFIGS: list[TunedConfig] = [
-    TunedConfig(64, 32, 4, 2, max_d={80: 64, 90: 128}, ragged_max_d={80: 64, 90: 64}),
-    TunedConfig(128, 32, 8, 2, max_d={80: 64, 90: 64}, min_d={80: 64}),  # ragged nc D=32: 128 regs + 16 B
-    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={90: 32}),  # ragged nc D=16: 80 regs + 8 B
-    # Last: the fallback, shipped for every D (32x16 fp16 at D=64 spills on sm_90a, so fp32 only
-    # there; the 64x32/8-warp entry covers fp16/bf16 at every D and shape on both targets).
-    TunedConfig(64, 32, 8, 2, max_d={80: 128, 90: 128}),
-    TunedConfig(32, 16, 4, 2, fp32_max_d={80: 128, 90: 128}),
+_DKDV_UNALIGNED: list[TunedConfig] = [
+    TunedConfig(32, 32, 8, 2, max_d=_NO_B200, full_ragged_max_d={90: 128}),
+    TunedConfig(32, 32, 4, 2, max_d=_NO_B200, ragged_max_d={80: 64, 90: 64}, full_ragged_max_d=_NO_B200),
+    TunedConfig(32, 16, 4, 2, fp32_max_d={80: 32, 90: 32}),
+    TunedConfig(16, 16, 4, 2, fp32_max_d=_NO_B200, min_d={80: 64}),
+]
+_DQ_ALIGNED: list[TunedConfig] = [
+    TunedConfig(64, 64, 8, 2, max_d=_D128),  # sm_80 164-255, sm_90a 113-197, sm_100a 55-116
+    TunedConfig(128, 64, 8, 2, max_d={80: 64, 90: 128, 100: 128}, ragged_max_d={80: 64, 90: 128, 100: 64},
+                min_d={80: 64, 90: 64, 100: 64}),  # sm_90a 167-193, sm_80 186-255 at D=64
+    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={90: 32}),
+    TunedConfig(32, 16, 4, 2, fp32_max_d=_NO_B200),
+]
+_DQ_UNALIGNED: list[TunedConfig] = [
+    TunedConfig(64, 32, 4, 2, max_d={80: 64, 90: 64}),
+    TunedConfig(64, 32, 8, 2, max_d=_NO_B200),
+    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={90: 32}),
+    TunedConfig(32, 16, 4, 2, fp32_max_d=_NO_B200),
 ]
 _DKDV_INTERPRET = TunedConfig(32, 64, 4, 1)
 _DQ_INTERPRET = TunedConfig(64, 32, 4, 1)
 _PRE_BLOCK_M = 32  # 64 rows at D=128 made ptxas spill on sm_80 (8 warps)
 
-AUTOTUNE_KEY = ["TQ_BUCKET", "TK_BUCKET", "D", "BLOCK_D", "CAUSAL"]  # + the tensors' dtypes (Triton adds them)
-_dkdv_tuned = triton.autotune(
-    configs=[c.config() for c in _DKDV_CONFIGS], key=AUTOTUNE_KEY,
-    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: pick_configs(_DKDV_CONFIGS, nargs, kw)},
-)(_attn_bwd_dkdv_kernel)
-_dq_tuned = triton.autotune(
-    configs=[c.config() for c in _DQ_CONFIGS], key=AUTOTUNE_KEY,
-    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: pick_configs(_DQ_CONFIGS, nargs, kw)},
-)(_attn_bwd_dq_kernel)
+AUTOTUNE_KEY = ["TQ_BUCKET", "TK_BUCKET", "ALIGN", "D", "BLOCK_D", "CAUSAL"]  # + the tensors' dtypes (Triton adds them)
+DKDV_TABLES = ConfigTables(_DKDV_ALIGNED, _DKDV_UNALIGNED)
+DQ_TABLES = ConfigTables(_DQ_ALIGNED, _DQ_UNALIGNED)
+_dkdv_tuned = DKDV_TABLES.tuned(_attn_bwd_dkdv_kernel)
+_dq_tuned = DQ_TABLES.tuned(_attn_bwd_dq_kernel)
 
 
 def attention_bwd_launch(
@@ -513,7 +574,7 @@ def attention_bwd_launch(
             o, do, delta, *o.stride(), *do.stride(), H, Tq, D, BLOCK_M=_PRE_BLOCK_M, BLOCK_D=block_d)
 
         common = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), H, Tq, Tk, D,
-                  sm_scale, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk))
+                  sm_scale, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk), align_bucket(q, k, v, do))
         meta = {"CAUSAL": causal, "BLOCK_D": block_d}
         if interpreter_enabled():
             dkdv_config = dkdv_config or _DKDV_INTERPRET
@@ -539,23 +600,56 @@ _STRIDES = ("stride_qb stride_qh stride_qm stride_kb stride_kh stride_kn stride_
             "stride_dob stride_doh stride_dom")
 
 
-def variant_choices(configs: list[TunedConfig]):
-    """(config, head dim, dtype, even, causal, archs) to compile: every form that can run, i.e. causal and
-    non-causal, fp16 and fp32 at each BLOCK_D (16, 32, 64, 128), even and ragged (EVEN_* = False:
-    masked loads), where the tables ship it; bf16 once (its code is fp16's)."""
-    for causal in (True, False):
-        for i, cfg in enumerate(configs):
-            picks = [(dtype, d, even) for dtype in ("fp16", "fp32") for d in (16, 32, 64, 128)
-                     for even in (True, False)] + [("bf16", 64, True)] * (i == 0)
-            for dtype, d, even in picks:
-                archs = cfg.archs_for(d, dtype == "fp32", not even, causal)
-                if archs:
-                    yield cfg, d, dtype, even, causal, archs
+def variant_suffix(dtype: str, even: bool, causal: bool, aligned: bool = True) -> str:
+    """The tail of a variant name: dtype, then ",ragged", ",noncausal", ",unaligned" where they apply."""
+    return f"{dtype}{'' if even else ',ragged'}{'' if causal else ',noncausal'}{'' if aligned else ',unaligned'}"
 
 
-def variant_suffix(dtype: str, even: bool, causal: bool) -> str:
-    """The tail of a variant name: dtype, then ",ragged" and ",noncausal" where they apply."""
-    return f"{dtype}{'' if even else ',ragged'}{'' if causal else ',noncausal'}"
+class VariantForm(NamedTuple):
+    """One compiled form of a config: head dim, dtype, evenness, causality, input alignment, targets."""
+
+    cfg: TunedConfig
+    d: int
+    dtype: str
+    even: bool
+    causal: bool
+    aligned: bool
+    archs: tuple[int, ...]
+
+    @property
+    def suffix(self) -> str:
+        return variant_suffix(self.dtype, self.even, self.causal, self.aligned)
+
+    def divisible(self, signature: dict[str, str], outputs: str) -> tuple[str, ...]:
+        """What Triton's launcher marks divisible by 16 in this form. Aligned: every pointer and stride,
+        plus TQ, TK and D when the shape is even (T a multiple of 128, D = BLOCK_D). Unaligned (odd views,
+        D not a multiple of 16): only the freshly allocated ``outputs``."""
+        if not self.aligned:
+            return tuple(k for k in outputs.split() if k in signature)
+        out = [k for k, t in signature.items() if t.startswith("*") or k.startswith("stride_")]
+        return tuple(out + (["TQ", "TK", "D"] if self.even else []))
+
+    def tags(self, kernel: str, signature: dict[str, str], outputs: str) -> dict:
+        return {"kernel": kernel, "D": self.d, "dtype": self.dtype, "even": self.even, "causal": self.causal,
+                "aligned": self.aligned, "block_m": self.cfg.block_m,
+                "divisible_by_16": self.divisible(signature, outputs)}
+
+
+def variant_choices(tables: ConfigTables):
+    """The forms to compile: every form that can run, i.e. aligned inputs causal and non-causal, fp16 and
+    fp32 at each BLOCK_D (16, 32, 64, 128), even and ragged (EVEN_* = False: masked loads), where the
+    tables ship it, bf16 once (its code is fp16's); unaligned inputs in the masked form only (the EVEN_*
+    heuristics never pick the unmasked one for them)."""
+    for aligned, configs in ((True, tables.aligned), (False, tables.unaligned)):
+        for causal in (True, False):
+            for i, cfg in enumerate(configs):
+                evens = (True, False) if aligned else (False,)
+                picks = [(dtype, d, even) for dtype in ("fp16", "fp32") for d in (16, 32, 64, 128)
+                         for even in evens] + [("bf16", 64, True)] * (i == 0 and aligned)
+                for dtype, d, even in picks:
+                    archs = cfg.archs_for(d, dtype == "fp32", not even, causal)
+                    if archs:
+                        yield VariantForm(cfg, d, dtype, even, causal, aligned, archs)
 
 
 def bwd_variants() -> list[KernelVariant]:
@@ -563,22 +657,23 @@ def bwd_variants() -> list[KernelVariant]:
     preprocess."""
     out = []
     unit = dict(stride_qd=1, stride_kd=1, stride_vd=1, stride_dod=1)
-    kernels = (("dkdv", _attn_bwd_dkdv_kernel, _DKDV_CONFIGS, "Q K V DO LSE DELTA DK DV", ("EVEN_N",)),
-               ("dq", _attn_bwd_dq_kernel, _DQ_CONFIGS, "Q K V DO LSE DELTA DQ", ()))
-    for name, fn, configs, ptrs, extra in kernels:
-        for cfg, d, dtype, even, causal, archs in variant_choices(configs):
+    kernels = (("dkdv", _attn_bwd_dkdv_kernel, DKDV_TABLES, "Q K V DO LSE DELTA DK DV", ("EVEN_N",)),
+               ("dq", _attn_bwd_dq_kernel, DQ_TABLES, "Q K V DO LSE DELTA DQ", ()))
+    for name, fn, tables, ptrs, extra in kernels:
+        for form in variant_choices(tables):
+            cfg, d, dtype = form.cfg, form.d, form.dtype
             sig = {p: ("*fp32" if p in ("LSE", "DELTA") else "*" + dtype) for p in ptrs.split()}
             sig.update({s: "i32" for s in _STRIDES.split()})
             sig.update(H="i32", TQ="i32", TK="i32", D="i32", sm_scale="fp32", qk_scale="fp32",
-                       TQ_BUCKET="i32", TK_BUCKET="i32")
-            evens = {e: even for e in ("EVEN_M", "EVEN_D", *extra)}
-            consts = dict(unit, CAUSAL=causal, BLOCK_D=d, **evens, **cfg.kwargs())
+                       TQ_BUCKET="i32", TK_BUCKET="i32", ALIGN="i32")
+            evens = {e: form.even for e in ("EVEN_M", "EVEN_D", *extra)}
+            consts = dict(unit, CAUSAL=form.causal, BLOCK_D=d, **evens, **cfg.kwargs())
             out.append(KernelVariant(
                 name=f"attention_bwd_{name}[D={d},BM={cfg.block_m},BN={cfg.block_n},"
-                     f"w={cfg.num_warps},s={cfg.num_stages},{variant_suffix(dtype, even, causal)}]",
+                     f"w={cfg.num_warps},s={cfg.num_stages},{form.suffix}]",
                 fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
-                num_stages=cfg.num_stages, archs=archs, expect_mma=dtype != "fp32",
-                tags={"kernel": name, "D": d, "dtype": dtype, "even": even, "causal": causal},
+                num_stages=cfg.num_stages, archs=form.archs, expect_mma=dtype != "fp32",
+                tags=form.tags(name, sig, "LSE DELTA DK DV DQ"),
             ))
     for d in (64, 128):
         sig = {"O": "*fp16", "DO": "*fp16", "DELTA": "*fp32", "stride_ob": "i32", "stride_oh": "i32",

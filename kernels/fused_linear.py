@@ -23,6 +23,13 @@ Differences from PyTorch: GELU is applied to the fp32 accumulator (PyTorch round
 storage dtype first), so fp16/bf16 outputs are slightly more accurate; the saved gelu'(z) is
 rounded to the storage dtype. Tile configs are autotuned on GPU from a short list pruned per
 device (shared memory, and spill-free on sm_80/sm_90a); under the interpreter one 32x32x32 tile.
+
+Two forward kernels, chosen per launch (``fused_linear_tma.choose_fwd_path``): on sm_90/sm_10x with
+Triton >= 3.4, fp16/bf16, M > 64 and TMA-fit tensors (16-byte aligned bases and row strides), the
+persistent TMA kernel of ``fused_linear_tma`` (same epilogues); otherwise (sm_80/sm_89, Triton 3.3,
+decode-sized M, fp32, misaligned views) the tiled pointer kernel below. ``FORCE_PATH`` (tests) or
+the launcher's ``path=`` overrides the choice. The backward's dx and dW GEMMs are chosen the same
+way (``choose_bwd_path``): TMA twins of the pointer kernels, or the pointer kernels.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import fused_linear_tma, tma
 from ._interpreter import interpreter_enabled
 from ._validate import check_same, check_tensor, device_guard
 from ._variants import KernelVariant
@@ -41,6 +49,9 @@ from .fused_linear_bwd import (
     CONFIGS,
     INTERPRET_CONFIG,
     SMEM_LIMIT,
+    TABLE_ARCH,
+    _gelu_tanh,
+    _gelu_tanh_grad,
     _grouped_pid,
     _linear_bwd_dw_kernel,
     _linear_bwd_dx_kernel,
@@ -100,24 +111,15 @@ def _fused_linear_fwd_kernel(
     offs_y = offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
     out = acc
     if GELU:
-        # gelu_tanh(z) = z * sigmoid(2u), u = sqrt(2/pi) (z + 0.044715 z^3); sigmoid avoids the
-        # cancellation in 0.5 (1 + tanh u) for negative z. z^2 is clamped so huge |z| cannot
-        # overflow; the exp argument is capped at 80 so e * s * s below stays finite (s ~ 1e-35).
-        u = 0.7978845608028654 * acc * (1.0 + 0.044715 * tl.minimum(acc * acc, 1.0e4))
-        e = tl.exp(tl.minimum(-2.0 * u, 80.0))
-        s = 1.0 / (1.0 + e)
-        out = acc * s
+        out, s, e = _gelu_tanh(acc)
     if HAS_RESIDUAL:
         r_ptrs = R + offs_m[:, None] * stride_rm + offs_n[None, :] * stride_rn
         out += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
     tl.store(Y + offs_y, out.to(Y.dtype.element_ty), mask=mask)
     if GELU:
         if STORE_GELU_GRAD:
-            # gelu'(z) = s + 2 z s (1 - s) du/dz, with s (1 - s) = e s^2: no cancellation at large
-            # z. Computed after the Y store to keep fewer (BLOCK_M, BLOCK_N) tiles live.
-            du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * tl.minimum(acc * acc, 1.0e4))
-            dgelu = s + 2.0 * acc * (e * s * s) * du
-            tl.store(G + offs_y, dgelu.to(G.dtype.element_ty), mask=mask)
+            # After the Y store, to keep fewer (BLOCK_M, BLOCK_N) tiles live.
+            tl.store(G + offs_y, _gelu_tanh_grad(acc, s, e).to(G.dtype.element_ty), mask=mask)
 
 
 _FWD_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
@@ -128,6 +130,10 @@ _fwd_tuned = triton.autotune(
 )(triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_fused_linear_fwd_kernel))
 
 
+# Tests set "pointer" or "tma" to force that path on every launch (None: chosen per launch).
+FORCE_PATH: str | None = None
+
+
 def _fused_linear_fwd_launch(
     x: torch.Tensor,  # (M, K)
     weight: torch.Tensor,  # (N, K)
@@ -135,8 +141,15 @@ def _fused_linear_fwd_launch(
     residual: torch.Tensor | None,  # (M, N)
     gelu: bool,
     store_gelu_grad: bool,
+    *,
+    path: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Host launcher on 2-D operands: returns (y, g); g is None unless store_gelu_grad."""
+    """Host launcher on 2-D operands: returns (y, g); g is None unless store_gelu_grad.
+
+    ``path``: "tma" (persistent TMA kernel), "pointer" (tiled pointer kernel) or None, which takes
+    ``FORCE_PATH`` if set, else ``fused_linear_tma.choose_fwd_path``'s choice for these tensors.
+    """
+    path = tma.check_path("path", path if path is not None else tma.check_path("FORCE_PATH", FORCE_PATH))
     M, K = x.shape
     N = weight.shape[0]
     # The GEMM steps along K with 32-bit in-tile offsets (rows and output columns are int64).
@@ -145,6 +158,12 @@ def _fused_linear_fwd_launch(
     y = torch.empty((M, N), dtype=x.dtype, device=x.device)
     g = torch.empty((M, N), dtype=x.dtype, device=x.device) if store_gelu_grad else None
     if M == 0 or N == 0:
+        return y, g
+    if path is None:
+        path = fused_linear_tma.choose_fwd_path(x, weight, residual, y, gelu,
+                                                capability=tma.device_capability(x.device))
+    if path == tma.TMA:
+        fused_linear_tma.fused_linear_fwd_tma(x, weight, bias, residual, y, g, gelu)
         return y, g
     b = bias if bias is not None else y  # dummy pointers for disabled inputs: never dereferenced
     r = residual if residual is not None else y
@@ -212,8 +231,12 @@ _BWD_SCHEMA = "(Tensor dy, Tensor x, Tensor weight, {gate}bool need_dx, bool nee
 
 
 def _bwd(dy, x, weight, gate, need_dx, need_dw, need_db):
-    g2 = _rows(gate) if gate is not None else None
-    dx, dw, db = fused_linear_bwd(_rows(dy), _rows(x), weight, g2, need_dx, need_dw, need_db)
+    dy2, x2, g2 = _rows(dy), _rows(x), (_rows(gate) if gate is not None else None)
+    path = tma.check_path("FORCE_PATH", FORCE_PATH)
+    if path is None:
+        path = fused_linear_tma.choose_bwd_path(dy2, x2, weight, g2, capability=tma.device_capability(dy.device))
+    run = fused_linear_tma.fused_linear_bwd_tma if path == tma.TMA else fused_linear_bwd
+    dx, dw, db = run(dy2, x2, weight, g2, need_dx, need_dw, need_db)
     # Custom ops cannot return None, and no two outputs may be the same tensor (torch rejects
     # aliasing returns): a fresh empty tensor for each gradient that was not asked for.
     return (dx.view(x.shape) if dx is not None else dy.new_empty((0,)),
@@ -351,12 +374,15 @@ _TL = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 def _archs(cfg, dtype: torch.dtype) -> tuple[int, ...]:
     es = torch.empty((), dtype=dtype).element_size()
-    return tuple(cc for cc in (80, 89, 90)
-                 if (cc not in (80, 90) or cc in cfg.archs) and smem_estimate(cfg, es) <= SMEM_LIMIT[cc])
+    if es not in cfg.elem_bytes:
+        return ()
+    return tuple(cc for cc in (80, 89, 90, 100)
+                 if (cc not in TABLE_ARCH or TABLE_ARCH[cc] in cfg.archs) and smem_estimate(cfg, es) <= SMEM_LIMIT[cc])
 
 
 def variants() -> list[KernelVariant]:
-    """Every shipped tile config x representative flags, for sm_80/sm_89/sm_90a compile checks.
+    """Every shipped tile config x representative flags, for sm_80/sm_89/sm_90a compile checks, and
+    the TMA kernels' (forward and backward, sm_90a/sm_100a: ``fused_linear_tma.variants``).
 
     Unit strides are constexpr 1, as Triton's JIT specialises them at runtime.
     """
@@ -404,4 +430,4 @@ def variants() -> list[KernelVariant]:
                               # compile with tt.divisibility=16 on these to match runtime.
                               "divisible_by_16": tuple(sig)},
                     ))
-    return out
+    return out + fused_linear_tma.variants()

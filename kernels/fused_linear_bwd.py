@@ -1,4 +1,4 @@
-"""Backward GEMMs of the fused linear layers, and the tile configs shared with the forward.
+"""Backward GEMMs of the fused linear layers, and the tile configs and jit helpers shared with the forwards.
 
 Algorithm. For ``y = act(x @ W^T + b) (+ r)`` with x (M, K), W (N, K):
 
@@ -45,6 +45,7 @@ class TileConfig(NamedTuple):
     num_warps: int
     num_stages: int
     archs: tuple[int, ...]  # compute capabilities where it compiled spill-free (see tests/variants)
+    elem_bytes: tuple[int, ...] = (2, 4)  # element sizes it is shipped for (2: fp16/bf16, 4: fp32)
 
 
 # Short list in the style of Triton's matmul tutorial: large tiles for training-size GEMMs, a
@@ -62,6 +63,12 @@ CONFIGS: tuple[TileConfig, ...] = (
     TileConfig(64, 128, 64, 8, 8, 4, (80, 90)),  # 4 warps: spills on sm_90a with the GELU epilogue
     TileConfig(64, 64, 64, 8, 4, 3, (80, 90)),
     TileConfig(16, 128, 128, 8, 4, 3, (80, 90)),
+    # From the upstream persistent-matmul list, the one that compiles spill-free here in every kernel
+    # (16-bit: 114-213 regs on sm_80/sm_89/sm_90a); fp32's GELU forward spills (sm_80: 255 regs +
+    # 1088 B, sm_90a: 560 B), so 16-bit only. The others spill in the GELU forward (128x256x64/w8,
+    # 128x128x64/w4 on sm_90a: 255 regs + 1.8-1.9 KB; 64x256x32/w4 on sm_80 and sm_90a: 1.2-1.9 KB)
+    # or exceed shared memory (256x128x64: the gated backward's 2 B0 + B1 rows take 240 KB).
+    TileConfig(128, 64, 32, 8, 4, 4, (80, 90), elem_bytes=(2,)),
 )
 # Backward runs in training (M = tokens, large): no decode tile, which also spills (8 B) in the
 # dx/dW kernels on sm_90a.
@@ -94,7 +101,9 @@ def fit_reduction_stride(name: str, t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.contiguous()
 
 
-SMEM_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
+SMEM_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448}
+# sm_100a ships what sm_90a ships (same shared memory; both compiled and checked by the gate).
+TABLE_ARCH = {80: 80, 90: 90, 100: 90}
 
 
 def smem_estimate(cfg: TileConfig, elem_bytes: int) -> int:
@@ -103,7 +112,7 @@ def smem_estimate(cfg: TileConfig, elem_bytes: int) -> int:
 
 
 def _fits(cfg: TileConfig, cc: int, smem_limit: int, elem_bytes: int) -> bool:
-    if cc in (80, 90) and cc not in cfg.archs:
+    if (cc in TABLE_ARCH and TABLE_ARCH[cc] not in cfg.archs) or elem_bytes not in cfg.elem_bytes:
         return False
     return smem_estimate(cfg, elem_bytes) <= smem_limit
 
@@ -159,6 +168,25 @@ def _grouped_pid(pid, num_pid_0, num_pid_1, GROUP: tl.constexpr):
     pid_0 = first_pid_0 + ((pid % num_pid_in_group) % group_size)
     pid_1 = (pid % num_pid_in_group) // group_size
     return pid_0, pid_1
+
+
+@triton.jit
+def _gelu_tanh(z):
+    # gelu_tanh(z) = z * sigmoid(2u), u = sqrt(2/pi) (z + 0.044715 z^3); sigmoid avoids the
+    # cancellation in 0.5 (1 + tanh u) for negative z. z^2 is clamped so huge |z| cannot overflow;
+    # the exp argument is capped at 80 so e * s * s in the derivative stays finite (s ~ 1e-35).
+    # Returns (gelu(z), s, e) with s = sigmoid(2u), e = exp(-2u): the derivative reuses both.
+    u = 0.7978845608028654 * z * (1.0 + 0.044715 * tl.minimum(z * z, 1.0e4))
+    e = tl.exp(tl.minimum(-2.0 * u, 80.0))
+    s = 1.0 / (1.0 + e)
+    return z * s, s, e
+
+
+@triton.jit
+def _gelu_tanh_grad(z, s, e):
+    # gelu'(z) = s + 2 z s (1 - s) du/dz, with s (1 - s) = e s^2: no cancellation at large z.
+    du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * tl.minimum(z * z, 1.0e4))
+    return s + 2.0 * z * (e * s * s) * du
 
 
 @triton.jit

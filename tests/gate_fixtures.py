@@ -58,6 +58,43 @@ def _copy_kernel(X, Y, N, BLOCK: tl.constexpr, READ_TWICE: tl.constexpr):
     tl.store(Y + offs, x, mask=mask)
 
 
+@triton.jit
+def _tile_matmul(A, B, C, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # One fp16 tile product with plain pointer loads: wgmma/tcgen05 at 4+ warps on sm_90a/sm_100a, but
+    # mma.sync (HMMA) when compiled with 2 warps (wgmma needs a whole 4-warp warpgroup).
+    rm = tl.arange(0, BLOCK_M)
+    rn = tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    a = tl.load(A + rm[:, None] * BLOCK_K + rk[None, :])
+    b = tl.load(B + rk[:, None] * BLOCK_N + rn[None, :])
+    tl.store(C + rm[:, None] * BLOCK_N + rn[None, :], tl.dot(a, b))
+
+
+@triton.jit
+def _tma_tile_matmul(A, B, C, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # The same product through device-side tensor descriptors (TMA loads and store).
+    a_desc = tl.make_tensor_descriptor(A, [BLOCK_M, BLOCK_K], [BLOCK_K, 1], [BLOCK_M, BLOCK_K])
+    b_desc = tl.make_tensor_descriptor(B, [BLOCK_K, BLOCK_N], [BLOCK_N, 1], [BLOCK_K, BLOCK_N])
+    c_desc = tl.make_tensor_descriptor(C, [BLOCK_M, BLOCK_N], [BLOCK_N, 1], [BLOCK_M, BLOCK_N])
+    c_desc.store([0, 0], tl.dot(a_desc.load([0, 0]), b_desc.load([0, 0])))
+
+
+def modern_variants() -> list[KernelVariant]:
+    """sm_90a / sm_100a instruction-family fixtures: a 64-row fp16 tile that lost wgmma (2 warps), a
+    pointer kernel that claims the TMA path, and a clean wgmma + TMA kernel."""
+    sig = {"A": "*fp16", "B": "*fp16", "C": "*fp32"}
+    tile = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
+    tags = {"dtype": "fp16", "block_m": 64}
+    return [
+        KernelVariant("fixture_mma_sync[64x64,w2]", _tile_matmul, sig, tile, num_warps=2, num_stages=1,
+                      archs=(90, 100), expect_mma=True, tags=tags),
+        KernelVariant("fixture_fake_tma[64x64,w4]", _tile_matmul, sig, tile, num_warps=4, num_stages=1,
+                      archs=(90, 100), expect_mma=True, expect_tma=True, tags=tags),
+        KernelVariant("fixture_tma[64x64,w4]", _tma_tile_matmul, sig, tile, num_warps=4, num_stages=1,
+                      archs=(90, 100), expect_mma=True, expect_tma=True, tags=tags),
+    ]
+
+
 def bad_variants() -> list[KernelVariant]:
     return [
         KernelVariant("fixture_spill[128x128,w1]", _spilling_kernel, {"X": "*fp32", "Y": "*fp32"},

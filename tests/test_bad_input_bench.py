@@ -169,11 +169,29 @@ def test_inspect_named_baseline_missing_fails(tmp_path, capsys, fake_compile):
     ('{"triton": "3.9.0", "records": []}', "'records' must be an object"),
     ('{"triton": "3.9.0", "records": {"k@sm_80": {"registers": "many"}}}', "records['k@sm_80']: registers"),
     ('{"triton": "3.9.0", "records": {}, "traffic": [{"case": "x"}]}', "'traffic' must be a list"),
+    ('{"triton": "3.9.0", "scope": "some", "records": {}}', "'scope' must be"),
 ])
 def test_inspect_damaged_baseline_names_the_file(tmp_path, capsys, fake_compile, text, words):
     (tmp_path / "b.json").write_text(text)
     rc, _, err = run_cli(capsys, "inspect", "--quiet", "--check", tmp_path / "b.json")
     assert rc == 2 and f"--check {tmp_path / 'b.json'}" in err and words in err and fake_compile["calls"] == 0
+
+
+def test_quick_scope_baseline_skips_coverage_and_compares_what_it_holds(tmp_path, capsys, fake_compile, monkeypatch):
+    """The oldest Triton's baseline holds the quick subset: --quick --check compares those records (a move
+    fails) without asking every shipped variant for a record (which would fail on the missing rest)."""
+    others = [types.SimpleNamespace(name=RECORD["variant"]), types.SimpleNamespace(name="not_compiled[x]")]
+    monkeypatch.setattr(ins, "all_variants", lambda: others)
+    monkeypatch.setattr(ins, "quick_subset", lambda vs: vs[:1])
+    covered = []
+    monkeypatch.setattr(ins, "baseline_coverage", lambda *a: covered.append(a) or [ins.Finding("x", "baseline", "")])
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({**json.loads(baseline_file(path).read_text()), "scope": "quick"}))
+    rc, out, err = run_cli(capsys, "inspect", "--quiet", "--quick", "--check", path)
+    assert rc == 0 and "gate passed" in out and "quick subset only" in err and not covered
+    fake_compile["records"] = [dict(RECORD, registers=RECORD["registers"] + 40)]
+    rc, out, _ = run_cli(capsys, "inspect", "--quiet", "--quick", "--check", path)
+    assert rc == 1 and "[registers]" in out
 
 
 def test_inspect_output_paths_are_checked_before_compiling(tmp_path, capsys, fake_compile):

@@ -83,7 +83,8 @@ def test_default_sweeps_cover_the_issue():
                     assert f"attention-{direction}-{tag}-{dt}-d{d}" in names
     attn = next(s for s in sweeps if s.kernel == "attention")
     assert [p["T"] for p in attn.points] == [512, 1024, 2048, 4096, 8192, 16384]
-    assert set(attn.providers) == {"triton", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "naive"}
+    assert set(attn.providers) == {"triton", "triton-pointer", "triton-tma", "sdpa-flash", "sdpa-efficient",
+                                   "sdpa-cudnn", "naive"}
     ln = [s for s in sweeps if s.kernel == "layer_norm"]
     assert {(s.direction, "residual" in s.name) for s in ln} == {("fwd", False), ("fwd", True), ("bwd", False),
                                                                    ("bwd", True)}
@@ -94,6 +95,11 @@ def test_default_sweeps_cover_the_issue():
     assert {s.points[0]["B"] for s in dec} == {1, 8, 64} and dec[0].points[-1]["ctx"] == 32768
     quick = kc.default_sweeps(quick=True)
     assert 0 < len(quick) < len(sweeps) and all(s.dtype == "bfloat16" for s in quick)
+    for sw in (sweeps, quick):  # D=64 (every GPT-2 preset) beside D=128, decode attention too
+        assert {(s.kernel, s.points[0]["D"]) for s in sw if "attention" in s.kernel} == {
+            ("attention", 64), ("attention", 128), ("decode_attention", 64), ("decode_attention", 128)}
+        gemm = next(s for s in sw if s.name == "gelu_linear-fwd-bfloat16-4096x4096")
+        assert [(p["M"], p["K"], p["N"]) for p in gemm.points] == [(4096, 4096, 4096)] and "cublas" in gemm.providers
     with pytest.raises(ValueError, match="unknown"):
         kc.default_sweeps(("attn",))
     with pytest.raises(ValueError, match="providers"):
@@ -208,6 +214,7 @@ def test_suite_writes_result_history_plots_and_report(tmp_path):
                                            out_dir=tmp_path, report=True, log=lines.append)
     assert failures == [] and lines[0].startswith("CPU")
     assert result["environment"]["device"] == "cpu" and result["environment"]["gpu"] is None
+    assert result["kernel_paths"]["capability"] is None  # which TMA variant triton-tma* timed: none here
     saved = load_result(paths["json"])
     assert saved["suite"] == "kernels" and len(saved["benchmarks"]) == 4
     assert saved["benchmarks"][0]["samples"] == result["benchmarks"][0]["samples"]
@@ -295,3 +302,141 @@ def test_device_table_prefers_the_most_specific_name():
     assert lookup("NVIDIA L40S").name == "L40S" and lookup("NVIDIA L40").name == "L40"
     assert lookup("NVIDIA L4").name == "L4" and lookup("NVIDIA H100 PCIe").name == "H100 PCIe"
     assert lookup("NVIDIA H100 80GB HBM3").name == "H100 SXM" and lookup("Tesla T4") is None
+
+
+# ---- our kernels with one path forced (kernel_paths.py) ------------------------------------------------
+def test_every_path_of_our_kernels_is_a_provider():
+    sweeps = {s.name: s for s in kc.default_sweeps()}
+    ours = {name: [p for p in s.providers if kb.is_ours(p)] for name, s in sweeps.items()}
+    assert ours["attention-fwd-causal-bfloat16-d64"] == ["triton", "triton-pointer", "triton-tma"]
+    assert ours["attention-bwd-causal-bfloat16-d64"] == ["triton"]  # the forcing launcher has no autograd
+    fwd = ["triton", "triton-pointer", "triton-tma-persistent", "triton-tma-ws"]
+    assert ours["gelu_linear-fwd-bfloat16-768x3072"] == fwd == ours["linear-fwd-float16-3072x768-residual"]
+    assert ours["gelu_linear-bwd-bfloat16-768x3072"] == ["triton", "triton-pointer", "triton-tma"]
+    assert ours["linear-bwd-bfloat16-3072x768-residual"] == ["triton", "triton-pointer", "triton-tma"]
+    assert "cublas" in sweeps["gelu_linear-fwd-bfloat16-4096x4096"].unchecked  # the yardstick: timed, not checked
+
+
+@pytest.fixture
+def tma_launches(monkeypatch):
+    """[(provider, TMA launcher)] for every TMA launch, tagged by the provider that was called last."""
+    import tritongpt.kernels.flash_attention_tma as fat
+    import tritongpt.kernels.fused_linear_tma as flt
+
+    calls, current = [], [None]
+
+    def spy(real, name):
+        def run(*a, **k):
+            calls.append((current[0], name))
+            return real(*a, **k)
+
+        return run
+
+    for mod, name in ((flt, "fused_linear_fwd_tma"), (flt, "fused_linear_bwd_tma"), (fat, "attention_fwd_tma_launch")):
+        monkeypatch.setattr(mod, name, spy(getattr(mod, name), name))
+
+    def tag(sweep):
+        for prov, fn in list(sweep.providers.items()):
+            def run(t, _prov=prov, _fn=fn):
+                current[0] = _prov
+                return _fn(t)
+
+            sweep.providers[prov] = run
+        return sweep
+
+    return calls, tag
+
+
+def test_forced_paths_run_that_path_and_are_checked(tma_launches):
+    from tritongpt.kernels import fused_linear
+
+    calls, tag = tma_launches
+    fwd = ["triton", "triton-pointer", "triton-tma-persistent", "triton-tma-ws", "cublas+gelu"]
+    sweeps = [tag(kc.gelu_linear_sweep("fwd", 32, 48, "bfloat16", xs=(80,), providers=fwd)),
+              tag(kc.linear_sweep("bwd", 32, 48, "bfloat16", xs=(80,),
+                                  providers=["triton", "triton-pointer", "triton-tma", "cublas+add"])),
+              tag(kc.attention_sweep("fwd", True, 16, "bfloat16", xs=(32,), tokens=32, width=32,
+                                     providers=["triton", "triton-pointer", "triton-tma", "naive"]))]
+    out = _run(sweeps)
+    assert out["failures"] == []
+    # The interpreter runs the persistent kernel without warp specialization: that name is skipped, saying why.
+    assert [(s["name"], "timed as triton-tma-persistent" in s["reason"]) for s in out["skipped"]] == [
+        ("gelu_linear-fwd-bfloat16-32x48/triton-tma-ws/M=80", True)]
+    ran = {(r["sweep"].split("-")[0] + "-" + r["direction"], r["provider"]) for r in out["benchmarks"]}
+    assert len(ran) == 3 + 1 + 3 + 1 + 3 + 1
+    assert all(r["accurate"] for r in out["benchmarks"] if kb.is_ours(r["provider"]))
+    # Each forced provider launched its path, and only it: triton (auto) takes the pointer path without a GPU.
+    assert set(calls) == {("triton-tma-persistent", "fused_linear_fwd_tma"), ("triton-tma", "fused_linear_fwd_tma"),
+                          ("triton-tma", "fused_linear_bwd_tma"), ("triton-tma", "attention_fwd_tma_launch")}
+    assert fused_linear.FORCE_PATH is None  # restored after every forward and backward
+
+
+def test_tma_providers_are_skipped_where_tma_cannot_run(monkeypatch):
+    from tritongpt.bench import kernel_paths as kp
+
+    sm80, sm90, sm100, sm120 = (8, 0), (9, 0), (10, 0), (12, 0)
+    for prov in ("triton-tma", "triton-tma-persistent", "triton-tma-ws"):
+        assert kp.linear_skip(prov, sm80, (3, 9)) == "sm_80 has no TMA (sm_90 and newer)"
+        assert "Triton 3.3 has no tensor descriptors" in kp.linear_skip(prov, sm90, (3, 3))
+        assert "no checked TMA GEMM configs" in kp.linear_skip(prov, sm120, (3, 9))
+    assert kp.attention_skip("triton-tma", "bfloat16", sm80, (3, 9)) == "sm_80 has no TMA (sm_90 and newer)"
+    assert "Triton 3.3" in kp.attention_skip("triton-tma", "float16", sm90, (3, 3))
+    assert "fp16/bf16 only" in kp.attention_skip("triton-tma", "float32", sm90, (3, 9))
+    assert kp.attention_skip("triton-tma", "bfloat16", sm90, (3, 9)) is None
+    # Hopper runs the persistent GEMM plainly, Blackwell warp-specialized: one name each, the other skipped.
+    assert kp.linear_skip("triton-tma-persistent", sm90, (3, 9)) is None
+    assert "timed as triton-tma-persistent" in kp.linear_skip("triton-tma-ws", sm90, (3, 9))
+    assert kp.linear_skip("triton-tma-ws", sm100, (3, 9)) is None
+    assert "timed as triton-tma-ws" in kp.linear_skip("triton-tma-persistent", sm100, (3, 9))
+    for prov in ("triton", "triton-pointer", "cublas"):
+        assert kp.linear_skip(prov, sm80, (3, 3)) is None and kp.attention_skip(prov, "float32", sm80, (3, 3)) is None
+    # A checkout whose attention launcher cannot force a path: both forced providers say so.
+    monkeypatch.setattr(kp, "_attention_launcher", lambda: lambda q, k, v, causal, sm_scale, config=None: None)
+    assert "takes no path=" in kp.attention_skip("triton-pointer", "bfloat16", sm90, (3, 9))
+    monkeypatch.undo()
+    # Through a sweep on a (mocked) sm_80: skipped before anything launches, the others still run.
+    monkeypatch.setattr(kp, "current_capability", lambda: sm80)
+    s = kc.gelu_linear_sweep("fwd", 16, 24, "float32", xs=(5,), providers=["triton-tma-persistent", "cublas+gelu"])
+    out = _run([s])
+    assert out["skipped"] == [{"name": "gelu_linear-fwd-float32-16x24/triton-tma-persistent/M=5",
+                               "reason": "sm_80 has no TMA (sm_90 and newer)"}]
+    assert [r["provider"] for r in out["benchmarks"]] == ["cublas+gelu"]
+    a = kc.attention_sweep("fwd", True, 16, "bfloat16", xs=(16384,))
+    assert a.skip(a.points[0], "triton-tma") == "sm_80 has no TMA (sm_90 and newer)"
+    assert "GiB" in a.skip(a.points[0], "naive") and a.skip(a.points[0], "triton-pointer") is None
+
+
+def test_our_forced_paths_never_set_the_tolerance_nor_fail_the_run():
+    from tritongpt.kernels import fused_linear
+
+    def ln(t, scale=1.0):
+        return torch.nn.functional.layer_norm(t["x"], t["x"].shape[-1:], t["weight"], t["bias"]) * scale
+
+    s = kc.layer_norm_sweep("fwd", False, "float32", xs=(32,), rows=4, providers=["triton", "torch"])
+    s.providers = {"triton": lambda t: ln(t, 1.04), "triton-pointer": ln, "triton-tma": lambda t: ln(t, 1.5),
+                   "torch": lambda t: ln(t, 1.03)}
+    recs = {r["provider"]: r for r in _run([s])["benchmarks"]}
+    # tolerance = 2 x torch's error, not 2 x triton-pointer's exact 0; a wrong forced path is reported, not fatal
+    assert recs["triton"]["accurate"] and recs["triton"]["tolerance"] == pytest.approx(2 * recs["torch"]["max_err"])
+    assert recs["triton-tma"]["accurate"] is False and _run([s])["failures"] == []
+    # a provider that raises with a path pinned (its restore hook never ran) leaves no forced path behind
+    s.providers = {"triton": ln, "triton-tma": lambda t: setattr(fused_linear, "FORCE_PATH", "tma") or 1 / 0}
+    s.reset = kc.kernel_paths.reset_linear_path
+    out = _run([s])
+    assert fused_linear.FORCE_PATH is None and out["skipped"][0]["reason"].startswith("ZeroDivisionError")
+
+
+def test_backward_runs_with_the_pinned_path(monkeypatch):
+    from tritongpt.bench import kernel_paths as kp
+    from tritongpt.kernels import fused_linear, gelu_linear
+
+    seen = []
+    real = fused_linear._bwd
+    monkeypatch.setattr(fused_linear, "_bwd", lambda *a: seen.append(fused_linear.FORCE_PATH) or real(*a))
+    x, w, b = (torch.randn(*shape, requires_grad=True) for shape in ((8, 16), (24, 16), (24,)))
+    fn = kp.linear_path("pointer", lambda t: gelu_linear(t["x"], t["weight"], t["bias"]))
+    y = fn({"x": x, "weight": w, "bias": b})
+    assert fused_linear.FORCE_PATH is None  # only while our kernels run
+    for _ in range(2):  # the node's hooks fire on every backward through it (bwd sweeps retain the graph)
+        torch.autograd.grad(y, (x, w, b), torch.ones_like(y), retain_graph=True)
+    assert seen == ["pointer", "pointer"] and fused_linear.FORCE_PATH is None

@@ -1,5 +1,6 @@
 """kernels/_compat.py: Triton-version guards (the lazy autotune benchmarker for Triton <= 3.3; the spill
-pruning hooks are tested in test_old_triton_pruning.py)."""
+pruning hooks are tested in test_old_triton_pruning.py, the compiled-facts prune it attaches in
+test_autotune_prune.py)."""
 
 from __future__ import annotations
 
@@ -25,25 +26,27 @@ def test_triton_version():
             assert _compat.triton_version() == want
 
 
-def test_autotune_is_patched_exactly_where_needed():
-    # 3.6's property and 3.9's cached_property are lazy: nothing to patch, the kernels use triton.autotune as is.
-    # 3.3 looks the driver up when a kernel is decorated (and has spill entries): the guard must be installed.
-    eager = _triton_version() <= (3, 3)
-    assert _compat._autotuner_benchmarker_is_eager() == eager
-    patched = eager or bool(_spills.rules())
-    assert (triton.autotune is _compat.autotune) == patched
-    assert (triton.autotune is _compat._original_autotune) == (not patched)
+def test_autotune_is_patched_on_every_triton():
+    # Every Triton: the compiled-facts prune is attached to each of the package's autotuners.
+    # 3.6's property and 3.9's cached_property are lazy; 3.3 looks the driver up when a kernel is
+    # decorated, so there the lazy benchmarker is passed in as well.
+    assert _compat._autotuner_benchmarker_is_eager() == (_triton_version() <= (3, 3))
+    assert triton.autotune is _compat.autotune
 
 
 def test_eager_benchmarker_gets_a_lazy_do_bench(monkeypatch):
     monkeypatch.setattr(_spills, "rules", lambda kernel=None: ())  # the benchmarker guard alone
     seen = {}
     monkeypatch.setattr(_compat, "_autotuner_benchmarker_is_eager", lambda: True)
-    monkeypatch.setattr(_compat, "_original_autotune", lambda **kw: seen.update(kw) or "decorator")
-    assert _compat.autotune(configs=[], key=["n"]) == "decorator"
+    monkeypatch.setattr(_compat, "_original_autotune", lambda **kw: seen.update(kw) or (lambda fn: fn))
+
+    def kernel():
+        pass
+
+    assert _compat.autotune(configs=[], key=["n"])(kernel) is kernel
     assert seen["do_bench"] is _compat._lazy_do_bench  # no driver lookup until the first benchmark
     mine = object()
-    _compat.autotune(configs=[], key=["n"], do_bench=mine)
+    _compat.autotune(configs=[], key=["n"], do_bench=mine)(kernel)
     assert seen["do_bench"] is mine  # a caller's own benchmarker is kept
 
 

@@ -49,6 +49,29 @@ def test_a_clean_kernel_passes(bad_records):
     assert {r["target"] for r in clean} == {"sm_80", "sm_90a"}
 
 
+@pytest.fixture(scope="module")
+def modern_records():
+    import gate_fixtures
+
+    return {ins.record_key(r): r for r in ins.inspect(gate_fixtures.modern_variants(), ["sm_90a", "sm_100a"],
+                                                  jobs=2, progress=False, source="gate_fixtures:modern_variants")}
+
+
+@pytest.mark.parametrize("target, family", [("sm_90a", "wgmma"), ("sm_100a", "tcgen05")])
+def test_a_tile_without_the_targets_mma_family_is_caught(modern_records, target, family):
+    """A 64-row fp16 tile compiled to Ampere's mma.sync (2 warps) fails the wgmma rule on sm_90a/sm_100a;
+    the same product through TMA descriptors with 4 warps passes with the target's family and UTMALDG."""
+    lost = modern_records[f"fixture_mma_sync[64x64,w2]@{target}"]
+    assert lost["mma_family"] == "mma.sync" and lost["mma_instructions"] > 0 and lost["expect_wgmma"]
+    assert _rules(ins.check_absolute([lost]), "fixture_mma_sync") == {"wgmma"}
+    fake = modern_records[f"fixture_fake_tma[64x64,w4]@{target}"]
+    assert fake["mma_family"] == family and fake["tma_loads"] == 0
+    assert _rules(ins.check_absolute([fake]), "fixture_fake_tma") == {"tma"}
+    good = modern_records[f"fixture_tma[64x64,w4]@{target}"]
+    assert good["mma_family"] == family and good["wgmma_instructions"] > 0 and good["tma_loads"] > 0
+    assert not ins.check_absolute([good])
+
+
 def test_register_instruction_and_occupancy_moves_are_caught_both_ways(bad_records):
     rec = bad_records["fixture_no_mma[32]@sm_80"]
     base = ins.make_baseline([rec], None)

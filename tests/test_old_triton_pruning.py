@@ -132,7 +132,8 @@ def test_attention_autotune_choice_on_old_triton(arch, old_triton, monkeypatch):
     monkeypatch.setattr(_spills, "target_arch", lambda device: arch)
     shipped = {(v.tags["kernel"], v.tags["D"], v.tags["dtype"], v.tags["causal"], v.tags["even"],
                 v.constexprs["BLOCK_M"], v.constexprs["BLOCK_N"], v.num_warps, v.num_stages)
-               for v in _spills.prune_variants(_unpruned(fa)) if arch in v.archs and v.tags["kernel"] != "preprocess"}
+               for v in _spills.prune_variants(_unpruned(fa))
+               if arch in v.archs and v.tags["kernel"] != "preprocess" and v.tags["aligned"]}
     pruned_somewhere = False
     for kernel, tuned in ATTENTION:
         name, hook = _spills.kernel_name(tuned.fn), _prune_hook(tuned)
@@ -143,7 +144,7 @@ def test_attention_autotune_choice_on_old_triton(arch, old_triton, monkeypatch):
                 for tq, tk, d in SHAPES:
                     block_d = fa._block_d(d)
                     even = d == block_d and tq % 128 == 0 and tk % 128 == 0
-                    nargs = {"Q": torch.empty(1, dtype=dtype), "TQ": tq, "TK": tk, "D": d}
+                    nargs = {"Q": torch.empty(1, dtype=dtype), "TQ": tq, "TK": tk, "D": d, "ALIGN": 1}
                     meta = {"BLOCK_D": block_d, "CAUSAL": causal}
                     picked = hook(tuned.configs, nargs, **meta)
                     cls = (kernel, block_d, dt, "causal" if causal else "noncausal", "even" if even else "masked")
@@ -191,7 +192,7 @@ def test_fallback_is_picked_where_the_prune_would_keep_nothing(old_triton, monke
     """dQ at D=128 fp16 causal on sm_80: the tables keep only 64x32/8 warps, which Triton 3.3 spills on."""
     monkeypatch.setattr(fab, "_arch", lambda device=None: 80)
     monkeypatch.setattr(_spills, "target_arch", lambda device: 80)
-    nargs = {"Q": torch.empty(1, dtype=torch.float16), "TQ": 256, "TK": 256, "D": 128}
+    nargs = {"Q": torch.empty(1, dtype=torch.float16), "TQ": 256, "TK": 256, "D": 128, "ALIGN": 1}
     own = getattr(fab._dq_tuned.early_config_prune, "__wrapped__", fab._dq_tuned.early_config_prune)
     assert [(c.kwargs, c.num_warps) for c in own(fab._dq_tuned.configs, nargs, BLOCK_D=128, CAUSAL=True)] == [
         ({"BLOCK_M": 64, "BLOCK_N": 32}, 8)]

@@ -1,0 +1,41 @@
+"""The online-softmax steps of the attention forward, shared by its pointer and TMA kernels.
+
+Scores are in log2 units (q.k scaled by sm_scale * log2(e)), so every exponential is an ``exp2``; the
+running max ``m`` and sum ``l`` are per query row, fp32.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def mask_scores(s, offs_m, cols, TK, OFF, CAUSAL: tl.constexpr):
+    """Scores of keys past TK (and, if CAUSAL, keys after the end-aligned diagonal row + OFF) -> -inf."""
+    keep = cols[None, :] < TK
+    if CAUSAL:
+        keep = keep & (cols[None, :] <= offs_m[:, None] + OFF)
+    return tl.where(keep, s, float("-inf"))
+
+
+@triton.jit
+def softmax_step(s, m_i, l_i, acc, GUARD_EMPTY: tl.constexpr):
+    """One online-softmax update for a (BLOCK_M, BLOCK_N) block of scores ``s`` in log2 units.
+
+    Returns (p, m, l, acc): the block's unnormalised probabilities (fp32), the new running max and
+    sum, and ``acc`` rescaled to the new max (the caller adds p @ v). GUARD_EMPTY keeps a row with
+    no visible key so far (max still -inf, only under a causal mask) from computing -inf - -inf = nan.
+    """
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    if GUARD_EMPTY:
+        m_new = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    return p, m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None]
+
+
+@triton.jit
+def finish_rows(acc, l_i, m_i):
+    """The normalised output rows and their log-sum-exp in natural log (m, l are in log2 units)."""
+    return acc / l_i[:, None], (m_i + tl.log2(l_i)) * 0.6931471805599453
