@@ -25,13 +25,14 @@ CONSTRAINTS := constraints.txt
 # Triton wheels exist for Linux x86_64 only (pyproject's marker says the same).
 HAS_TRITON_WHEELS = $(1) -c "import platform, sys; sys.exit(platform.system() != 'Linux' or platform.machine() != 'x86_64')"
 
-.PHONY: demo test test-slow test-latest test-triton-oldest install assets lint lock clean help inspect baseline
+.PHONY: demo test test-slow test-latest test-triton-oldest install assets lint lock clean help inspect baseline bench-gpu
 
 help:
 	@echo "make demo   - the main job: prepare Shakespeare, train a char GPT, val loss, loss curve, sample"
 	@echo "make test   - lint + the test suite (kernels on the Triton interpreter without a GPU) + the speed gate"
 	@echo "make inspect  - compile-only report of every kernel variant for sm_80/sm_89/sm_90a + traffic"
 	@echo "make baseline - rewrite bench/baselines/triton-<version>.json from the current kernels"
+	@echo "make bench-gpu - on a GPU: kernel sweeps, training and generation benchmarks, REPORT.md in BENCH_OUT"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -61,7 +62,7 @@ lint: install
 
 test: assets lint
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -p no:cacheprovider -m "not slow"
-	$(VENV)/bin/tritongpt inspect --quick --targets sm_80,sm_90a --traffic --check --quiet
+	$(VENV)/bin/tritongpt inspect --quick --targets sm_80,sm_90a,sm_100a --traffic --check --quiet
 
 # Newest releases of every dependency but torch (held at TORCH_SPEC), in a fresh venv: a fast subset
 # (imports from the repository root, Hugging Face parity, a CLI smoke run) shows upstream breakage.
@@ -114,6 +115,13 @@ inspect: install
 
 baseline: install
 	$(VENV)/bin/tritongpt inspect --traffic --write-baseline
+
+# On a GPU only (no CI job runs it; without a GPU it exits 2 at once): every benchmark into BENCH_OUT, with
+# the plots and REPORT.md. BENCH_FLAGS=--quick for the short run, --dry-run for the plan.
+BENCH_OUT   ?= bench/results
+BENCH_FLAGS ?=
+bench-gpu: install
+	$(VENV)/bin/tritongpt bench all --out $(BENCH_OUT) $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-triton-oldest .venv-lock *.egg-info .pytest_cache .ruff_cache .hypothesis

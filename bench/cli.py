@@ -1,4 +1,4 @@
-"""``tritongpt bench ...``: the benchmark suites (``generate`` here; more suites add subcommands)."""
+"""``tritongpt bench ...``: the benchmark suites, one subcommand each, and ``all``: every GPU suite in one go."""
 
 from __future__ import annotations
 
@@ -84,6 +84,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--json", type=Path, default=None, help="write the report here")
     t.set_defaults(bench_func=_train)
 
+    a = sub.add_parser(
+        "all", help="on a GPU: the kernel sweeps, then bench train, then bench generate; every result file, "
+        "the plots and one REPORT.md in --out",
+        description="On a CUDA GPU, in sequence: `bench kernels` (every sweep and provider, accuracy checked), "
+        "`bench train` (gpt2, batch 16, backends triton, torch, torch+compile) and `bench generate` (gpt2 bf16, "
+        "batch 1,8,32, vs Hugging Face), each with its own defaults. Writes each suite's result JSON, one PNG "
+        "per kernel sweep, rows in history.csv and REPORT.md (over this run's files only) into --out, and "
+        "prints their paths. Exit 1 when a stage failed or our kernel failed an accuracy check. Without a "
+        "GPU it exits 2 before running or writing anything; --dry-run lists the plan on any machine.")
+    a.add_argument("--out", type=Path, default=Path("bench/results"),
+                   help="results folder, created if missing (default bench/results)")
+    a.add_argument("--quick", action="store_true", help="the kernels' headline subset (bf16, two sizes per sweep), "
+                   "5 training steps with backends triton,torch, generation at batch 1,8 with 32 new tokens")
+    a.add_argument("--dry-run", action="store_true",
+                   help="print the stages, their settings and the files they would write; runs nothing")
+    a.set_defaults(bench_func=_all)
+
 
 def _device(text: str | None):
     """``--device``: cpu, cuda or cuda:N, and a CUDA device must exist (checked before any model loads)."""
@@ -121,6 +138,14 @@ def _kernels(args: argparse.Namespace) -> int:
         check_output_dir(args.out_dir, "--out-dir")
     return kb.main(kernels, quick=args.quick, dtypes=dtypes, timer=args.timer, rep_ms=args.rep_ms,
                    out_dir=None if args.no_save else args.out_dir, report=args.report, list_only=args.list)
+
+
+def _all(args: argparse.Namespace) -> int:
+    from .results import check_output_dir
+    from .suite import main as suite_main
+
+    check_output_dir(args.out, "--out")  # on any machine, before the GPU check: a typo is reported as such
+    return suite_main(args.out, quick=args.quick, dry_run=args.dry_run)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ accumulates between runs) are compared with an fp32 reference. The error is the 
 ``max|out - ref| / max|ref|`` over the outputs; the tolerance is twice the best baseline's error
 at that point (the PyTorch-error rule the tests use), never below a floor for the dtype. A
 provider that cannot run (SDPA backend unavailable, out of memory) is listed as skipped with the
-reason; our kernel failing or missing its tolerance fails the run (exit 1).
+reason; our kernel failing or missing its tolerance fails the run (exit 1). Our kernel with one code
+path forced (``triton-pointer``, ``triton-tma``...; kernel_paths.py) is checked and reported the same
+way, but only ``triton``, the path users get, fails the run; none of ours sets another's tolerance.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from .timing import Timing, time_gpu
 OURS = "triton"
 ERR_FLOOR = {"float16": 5e-3, "bfloat16": 3e-2, "float32": 1e-4}
 
+
+def is_ours(provider: str) -> bool:
+    """``triton`` or one of its forced-path variants (``triton-pointer``, ``triton-tma``, ...)."""
+    return provider == OURS or provider.startswith(OURS + "-")
+
+
 GPU_REQUIRED = (
     "tritongpt bench kernels: kernel timing needs a CUDA GPU, and this machine has none "
     "(torch.cuda.is_available() is False).\n"
@@ -37,7 +45,8 @@ GPU_REQUIRED = (
     "                               occupancy, tensor-core instructions; --traffic adds counted memory traffic\n"
     "  tritongpt bench generate     generation latency/throughput (runs on CPU, labelled CPU)\n"
     "  tritongpt bench train        training tokens/s (runs on CPU, labelled CPU)\n"
-    "  tritongpt bench kernels --list   the sweeps with FLOPs, minimum bytes and roofline floors on H100/A100"
+    "  tritongpt bench kernels --list   the sweeps with FLOPs, minimum bytes and roofline floors on H100/A100\n"
+    "  tritongpt bench all --dry-run    what the one-command GPU run (kernels, train, generate, report) does"
 )
 
 Timer = Callable[[Callable[[], Any], Sweep], Timing]
@@ -189,6 +198,8 @@ def run_point(sweep: Sweep, p: dict[str, Any], device: torch.device, timer: Time
             if prov == OURS and not isinstance(e, torch.cuda.OutOfMemoryError):
                 failures.append(f"{name}: {skip_reason(e)}")
             continue
+        finally:
+            sweep.reset()
         med = timing.median_s
         flops, nbytes = sweep.flops(p), sweep.nbytes(p)
         records.append({
@@ -206,7 +217,7 @@ def run_point(sweep: Sweep, p: dict[str, Any], device: torch.device, timer: Time
                if "do_bench_samples" in timing.extra else {}),
             **({"timer_note": timing.extra} if timing.extra else {}),
         })
-    baseline_errs = [e[0] for prov, e in errs.items() if prov != OURS]
+    baseline_errs = [e[0] for prov, e in errs.items() if not is_ours(prov)]
     tol = max(ERR_FLOOR.get(sweep.dtype, 1e-4), 2 * min(baseline_errs) if baseline_errs else 0.0)
     by_prov = {r["provider"]: r for r in records}
     for r in records:
@@ -231,7 +242,7 @@ def format_record(r: dict[str, Any]) -> str:
     acc = "-" if r["accurate"] is None else ("ok" if r["accurate"] else "FAIL")
     err = f"{r['max_err']:.1e}" if r["max_err"] is not None else "   -   "
     sp = " ".join(f"{k} {v:.2f}x" for k, v in r["speedup"].items())
-    return (f"{r['sweep']:<38} {r['x_name']}={r['x']:<6} {r['provider']:<15} {r['median_s'] * 1e6:10.1f} us "
+    return (f"{r['sweep']:<38} {r['x_name']}={r['x']:<6} {r['provider']:<21} {r['median_s'] * 1e6:10.1f} us "
             f"{metric} {frac} err {err} {acc:<4} {sp}")
 
 
@@ -256,12 +267,18 @@ def run_suite(sweeps: list[Sweep], *, device: torch.device, timer: Timer, peak: 
               log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """Environment capture around the sweeps, then the result file, history, plots (and report).
     Returns (result, failures of our kernels, written paths)."""
+    from tritongpt.kernels.tma import device_capability
+
     from .environment import EnvironmentRecorder, format_environment_line, throttle_warning
+    from .kernel_paths import describe
     from .results import result_document
 
     result = result_document("kernels", {})  # "created": when the suite started
+    # Which TMA variant the triton-tma* providers time here (warp-specialized or not), for the reader.
+    result["kernel_paths"] = describe(device_capability(device))
     with EnvironmentRecorder(device) as recorder:
         log(format_environment_line(recorder.environment()))
+        log("kernel paths: " + ", ".join(f"{k} {v}" for k, v in result["kernel_paths"].items()))
         body = run_sweeps(sweeps, device=device, timer=timer, peak=peak, log=log)
     env = recorder.environment()
     failures = body.pop("failures")
