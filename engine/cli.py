@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_arguments(s)
     s.set_defaults(func=_cmd_generate)
 
-    s = sub.add_parser("bench", help="benchmark suites: generate (latency, bandwidth use, vs Hugging Face)")
+    s = sub.add_parser("bench", help="benchmark suites: kernels, train, generate, all (GPU), report, compare")
     from tritongpt.bench.cli import add_arguments as add_bench_arguments
 
     add_bench_arguments(s)

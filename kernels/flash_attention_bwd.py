@@ -60,6 +60,9 @@ class TunedConfig:
     full_ragged_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
     full_fp32_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
     min_d: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
+    # Single forms measured to spill inside the ranges above (spills are not monotonic in D or form):
+    # (target, BLOCK_D, causal, ragged, fp32) tuples left out.
+    skip: frozenset[tuple[int, int, bool, bool, bool]] = field(default=frozenset(), compare=False, hash=False)
 
     def kwargs(self) -> dict[str, int]:
         return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n}
@@ -77,7 +80,8 @@ class TunedConfig:
                 table = self.full_ragged_max_d
         else:
             table = self.max_d if causal or self.full_max_d is None else self.full_max_d
-        return tuple(cc for cc, top in sorted(table.items()) if self.min_d.get(cc, 16) <= block_d <= top)
+        return tuple(cc for cc, top in sorted(table.items()) if self.min_d.get(cc, 16) <= block_d <= top
+                     and (cc, block_d, causal, ragged, fp32) not in self.skip)
 
 
 def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -511,20 +515,29 @@ _DKDV_ALIGNED: list[TunedConfig] = [
     TunedConfig(32, 32, 8, 2, max_d=_NO_B200, full_ragged_max_d={90: 128}),
     TunedConfig(32, 32, 4, 2, max_d=_NO_B200, ragged_max_d={80: 64, 90: 64}, full_ragged_max_d=_NO_B200),
     TunedConfig(32, 16, 4, 2, fp32_max_d={80: 32, 90: 32}),
-    TunedConfig(16, 16, 4, 2, fp32_max_d=_NO_B200, min_d={80: 64}),  # causal D=32: 80 regs + 8 B
+    TunedConfig(16, 16, 4, 2, fp32_max_d=_NO_B200, min_d={80: 64},  # causal D=32: 80 regs + 8 B
+                skip=frozenset({(80, 128, True, False, True)})),  # 8 B
+    TunedConfig(16, 16, 4, 1, fp32_max_d={80: 128}, min_d={80: 128}),  # there: 104 regs
 ]
 _DKDV_UNALIGNED: list[TunedConfig] = [
-    TunedConfig(32, 32, 8, 2, max_d=_NO_B200, full_ragged_max_d={90: 128}),
-    TunedConfig(32, 32, 4, 2, max_d=_NO_B200, ragged_max_d={80: 64, 90: 64}, full_ragged_max_d=_NO_B200),
-    TunedConfig(32, 16, 4, 2, fp32_max_d={80: 32, 90: 32}),
+    TunedConfig(32, 32, 8, 2, max_d=_NO_B200, full_ragged_max_d={80: 16, 90: 128}),  # nc D=16 on sm_80: 99 regs
+    TunedConfig(32, 32, 4, 2, max_d=_NO_B200, ragged_max_d={80: 64, 90: 64}, full_ragged_max_d=_NO_B200,
+                skip=frozenset({(80, 16, False, True, False)})),  # 8 B
+    TunedConfig(32, 16, 4, 2, fp32_max_d={80: 32, 90: 32}, skip=frozenset({(80, 16, False, True, True)})),  # 16 B
+    TunedConfig(32, 16, 4, 1, fp32_max_d={80: 16}),  # nc D=16 on sm_80: 70-80 regs
     TunedConfig(16, 16, 4, 2, fp32_max_d=_NO_B200, min_d={80: 64}),
 ]
 _DQ_ALIGNED: list[TunedConfig] = [
-    TunedConfig(64, 64, 8, 2, max_d=_D128),  # sm_80 164-255, sm_90a 113-197, sm_100a 55-116
+    # sm_80 164-255, sm_90a 113-197, sm_100a 55-116; non-causal even D=16 on sm_80: 8 B.
+    TunedConfig(64, 64, 8, 2, max_d=_D128, skip=frozenset({(80, 16, False, False, False)})),
+    TunedConfig(64, 32, 8, 2, max_d={80: 16}),  # D=16 on sm_80: 64-79 regs
     TunedConfig(128, 64, 8, 2, max_d={80: 64, 90: 128, 100: 128}, ragged_max_d={80: 64, 90: 128, 100: 64},
                 min_d={80: 64, 90: 64, 100: 64}),  # sm_90a 167-193, sm_80 186-255 at D=64
-    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={90: 32}),
-    TunedConfig(32, 16, 4, 2, fp32_max_d=_NO_B200),
+    TunedConfig(32, 32, 4, 2, fp32_max_d={80: 64, 90: 64}, min_d={90: 32},
+                skip=frozenset({(80, 16, False, False, True), (80, 32, False, False, True)})),  # 8-16 B
+    # Ragged D=128 on sm_90a: 264 B; 32x16 with 8 warps takes it (74-76 regs).
+    TunedConfig(32, 16, 4, 2, fp32_max_d=_NO_B200, skip=frozenset({(90, 128, c, True, True) for c in (True, False)})),
+    TunedConfig(32, 16, 8, 2, fp32_max_d={90: 128}, min_d={90: 128}),
 ]
 _DQ_UNALIGNED: list[TunedConfig] = [
     TunedConfig(64, 32, 4, 2, max_d={80: 64, 90: 64}),

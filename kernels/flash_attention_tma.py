@@ -37,7 +37,7 @@ from ._interpreter import interpreter_enabled
 from ._validate import device_guard
 from ._variants import KernelVariant
 from .flash_attention_bwd import TunedConfig, tune_bucket
-from .online_softmax import finish_rows, mask_scores, softmax_step
+from .online_softmax import finish_rows, key_range, mask_scores, softmax_step
 
 WARP_SPEC_MIN_TRITON = (3, 9)  # checked by compiling for sm_100a; older releases not checked
 WARP_SPEC_MAJOR = 10  # Blackwell datacenter parts (sm_100a): tcgen05 + TMA warp specialization
@@ -112,15 +112,7 @@ def _attn_fwd_tma_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     OFF = TK - TQ  # end-aligned causal mask: row i sees cols <= i + OFF
-    if CAUSAL:
-        # Keys < hi_full are visible to every row of the block (m0 + OFF + 1 <= TK, so no clamp).
-        hi_full = (m0 + OFF + 1) // BLOCK_N * BLOCK_N
-        hi = m0 + BLOCK_M + OFF
-        if hi > TK:  # not tl.minimum: Triton 3.6's interpreter cannot range() over its result
-            hi = TK
-    else:
-        hi_full = TK // BLOCK_N * BLOCK_N
-        hi = TK
+    hi_full, hi = key_range(m0, TQ, TK, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _key_loop(acc, l_i, m_i, q, desc_k, desc_v, b, h, offs_m, offs_n, 0, hi_full, TK, OFF,
                               qk_scale, BLOCK_N, BLOCK_D, False, CAUSAL, WARP_SPEC)
     acc, l_i, m_i = _key_loop(acc, l_i, m_i, q, desc_k, desc_v, b, h, offs_m, offs_n, hi_full, hi, TK, OFF,

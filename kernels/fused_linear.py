@@ -49,7 +49,6 @@ from .fused_linear_bwd import (
     CONFIGS,
     INTERPRET_CONFIG,
     SMEM_LIMIT,
-    TABLE_ARCH,
     _gelu_tanh,
     _gelu_tanh_grad,
     _grouped_pid,
@@ -374,10 +373,7 @@ _TL = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 def _archs(cfg, dtype: torch.dtype) -> tuple[int, ...]:
     es = torch.empty((), dtype=dtype).element_size()
-    if es not in cfg.elem_bytes:
-        return ()
-    return tuple(cc for cc in (80, 89, 90, 100)
-                 if (cc not in TABLE_ARCH or TABLE_ARCH[cc] in cfg.archs) and smem_estimate(cfg, es) <= SMEM_LIMIT[cc])
+    return tuple(cc for cc in (80, 89, 90, 100) if cfg.ships(cc, es) and smem_estimate(cfg, es) <= SMEM_LIMIT[cc])
 
 
 def variants() -> list[KernelVariant]:

@@ -34,6 +34,8 @@ import triton.language as tl
 from ._interpreter import interpreter_enabled
 from ._validate import device_guard
 
+CHECKED_ARCHS = (80, 90, 100)  # targets whose config lists were compiled per entry (TileConfig.archs)
+
 
 class TileConfig(NamedTuple):
     """One GEMM tile: output block (B0 x B1), reduction block BR, grouped-launch width GROUP."""
@@ -46,6 +48,14 @@ class TileConfig(NamedTuple):
     num_stages: int
     archs: tuple[int, ...]  # compute capabilities where it compiled spill-free (see tests/variants)
     elem_bytes: tuple[int, ...] = (2, 4)  # element sizes it is shipped for (2: fp16/bf16, 4: fp32)
+    skip: tuple[tuple[int, int], ...] = ()  # (target, element size) pairs left out of the above
+
+    def ships(self, cc: int, elem_bytes: int) -> bool:
+        """Shipped for this target (80, 90, 100 listed in ``archs``; other parts: by shared memory alone)
+        and element size."""
+        if elem_bytes not in self.elem_bytes or (cc, elem_bytes) in self.skip:
+            return False
+        return cc not in CHECKED_ARCHS or cc in self.archs
 
 
 # Short list in the style of Triton's matmul tutorial: large tiles for training-size GEMMs, a
@@ -58,17 +68,20 @@ class TileConfig(NamedTuple):
 CONFIGS: tuple[TileConfig, ...] = (
     # Same tile, per-arch stages: 3 stages spill with the GELU epilogue on sm_90a, 4 don't fit sm_80.
     TileConfig(128, 128, 64, 8, 8, 3, (80,)),
-    TileConfig(128, 128, 64, 8, 8, 4, (90,)),
-    TileConfig(128, 64, 64, 8, 8, 4, (80, 90)),  # 4 warps: 255 regs + spills on sm_90a (GELU)
-    TileConfig(64, 128, 64, 8, 8, 4, (80, 90)),  # 4 warps: spills on sm_90a with the GELU epilogue
-    TileConfig(64, 64, 64, 8, 4, 3, (80, 90)),
-    TileConfig(16, 128, 128, 8, 4, 3, (80, 90)),
+    TileConfig(128, 128, 64, 8, 8, 4, (90, 100)),
+    TileConfig(128, 64, 64, 8, 8, 4, (80, 90, 100)),  # 4 warps: 255 regs + spills on sm_90a (GELU)
+    TileConfig(64, 128, 64, 8, 8, 4, (80, 90, 100)),  # 4 warps: spills on sm_90a with the GELU epilogue
+    # fp32 on sm_100a: the gated dW spills 80 B; 64x64x32 (last) takes fp32 there.
+    TileConfig(64, 64, 64, 8, 4, 3, (80, 90, 100), skip=((100, 4),)),
+    TileConfig(16, 128, 128, 8, 4, 3, (80, 90, 100)),
     # From the upstream persistent-matmul list, the one that compiles spill-free here in every kernel
     # (16-bit: 114-213 regs on sm_80/sm_89/sm_90a); fp32's GELU forward spills (sm_80: 255 regs +
     # 1088 B, sm_90a: 560 B), so 16-bit only. The others spill in the GELU forward (128x256x64/w8,
     # 128x128x64/w4 on sm_90a: 255 regs + 1.8-1.9 KB; 64x256x32/w4 on sm_80 and sm_90a: 1.2-1.9 KB)
     # or exceed shared memory (256x128x64: the gated backward's 2 B0 + B1 rows take 240 KB).
+    # On sm_100a its gated dx/dW spill 8 B.
     TileConfig(128, 64, 32, 8, 4, 4, (80, 90), elem_bytes=(2,)),
+    TileConfig(64, 64, 32, 8, 4, 3, (100,), elem_bytes=(4,)),  # fp32 on sm_100a (see 64x64x64)
 )
 # Backward runs in training (M = tokens, large): no decode tile, which also spills (8 B) in the
 # dx/dW kernels on sm_90a.
@@ -102,8 +115,6 @@ def fit_reduction_stride(name: str, t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 SMEM_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448}
-# sm_100a ships what sm_90a ships (same shared memory; both compiled and checked by the gate).
-TABLE_ARCH = {80: 80, 90: 90, 100: 90}
 
 
 def smem_estimate(cfg: TileConfig, elem_bytes: int) -> int:
@@ -112,7 +123,7 @@ def smem_estimate(cfg: TileConfig, elem_bytes: int) -> int:
 
 
 def _fits(cfg: TileConfig, cc: int, smem_limit: int, elem_bytes: int) -> bool:
-    if (cc in TABLE_ARCH and TABLE_ARCH[cc] not in cfg.archs) or elem_bytes not in cfg.elem_bytes:
+    if not cfg.ships(cc, elem_bytes):
         return False
     return smem_estimate(cfg, elem_bytes) <= smem_limit
 

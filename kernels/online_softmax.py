@@ -11,6 +11,22 @@ import triton.language as tl
 
 
 @triton.jit
+def key_range(m0, TQ, TK, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(hi_full, hi) for the query block starting at row m0: keys below hi_full are visible to every row
+    of the block (no mask work), keys in [hi_full, hi) are the diagonal / ragged tail (masked)."""
+    OFF = TK - TQ  # end-aligned causal mask: row i sees cols <= i + OFF
+    if CAUSAL:
+        hi_full = (m0 + OFF + 1) // BLOCK_N * BLOCK_N  # m0 + OFF + 1 <= TK, so no clamp
+        hi = m0 + BLOCK_M + OFF
+        if hi > TK:  # not tl.minimum: Triton 3.6's interpreter cannot range() over its result
+            hi = TK
+    else:
+        hi_full = TK // BLOCK_N * BLOCK_N
+        hi = TK
+    return hi_full, hi
+
+
+@triton.jit
 def mask_scores(s, offs_m, cols, TK, OFF, CAUSAL: tl.constexpr):
     """Scores of keys past TK (and, if CAUSAL, keys after the end-aligned diagonal row + OFF) -> -inf."""
     keep = cols[None, :] < TK

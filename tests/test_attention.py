@@ -24,19 +24,10 @@ from tritongpt.kernels import _spills
 from tritongpt.kernels.flash_attention import attention
 from tritongpt.kernels.flash_attention_bwd import TunedConfig
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("poison_attention")]
 
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    def alloc(shape, dtype, device):
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-    monkeypatch.setattr(fa, "_alloc", alloc)
-    monkeypatch.setattr(fab, "_alloc", alloc)
 
 
 def naive(q, k, v, causal, scale):

@@ -12,9 +12,9 @@ import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from linear_reference import reference, tf32
 
 from tritongpt.kernels import _spills
 from tritongpt.kernels import fused_linear as fl
@@ -26,21 +26,6 @@ pytestmark = pytest.mark.kernel
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-@contextlib.contextmanager
-def _tf32(enabled: bool):
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
-
-
-def _ref(gelu: bool, x, w, b, r):
-    y = F.linear(x, w, b)
-    if gelu:
-        y = F.gelu(y, approximate="tanh")
-    return y + r if r is not None else y
 
 
 def _run(fn, inputs, dy):
@@ -70,10 +55,10 @@ def _check(gelu: bool, x, w, b=None, r=None, dy=None):
     if dy is None:
         dy = torch.randn(n_out, dtype=x.dtype, device=x.device)
     got = _run(fn, inputs, dy)
-    ref = _run(lambda *a: _ref(gelu, *a), [t.detach().double().requires_grad_(t.requires_grad)
+    ref = _run(lambda *a: reference(gelu, *a), [t.detach().double().requires_grad_(t.requires_grad)
                                            if t is not None else None for t in inputs], dy.double())
-    with _tf32(x.dtype == torch.float32):
-        low = _run(lambda *a: _ref(gelu, *a), inputs, dy)
+    with tf32(x.dtype == torch.float32):
+        low = _run(lambda *a: reference(gelu, *a), inputs, dy)
     names = ["y"] + [n for n, t in zip("x w b r".split(), inputs, strict=True) if t is not None and t.requires_grad]
     for name, g, rf, lw in zip(names, got, ref, low, strict=True):
         _close(f"d{name}" if name != "y" else name, g, rf, lw)
