@@ -517,7 +517,8 @@ _DKDV_ALIGNED: list[TunedConfig] = [
     TunedConfig(32, 16, 4, 2, fp32_max_d={80: 32, 90: 32}),
     TunedConfig(16, 16, 4, 2, fp32_max_d=_NO_B200, min_d={80: 64},  # causal D=32: 80 regs + 8 B
                 skip=frozenset({(80, 128, True, False, True)})),  # 8 B
-    TunedConfig(16, 16, 4, 1, fp32_max_d={80: 128}, min_d={80: 128}),  # there: 104 regs
+    TunedConfig(16, 16, 4, 1, fp32_max_d={80: 128}, min_d={80: 128},  # there: 104 regs
+                skip=frozenset({(80, 128, False, False, True)})),  # non-causal even: 16 B (16x16 s2 takes it)
 ]
 _DKDV_UNALIGNED: list[TunedConfig] = [
     TunedConfig(32, 32, 8, 2, max_d=_NO_B200, full_ragged_max_d={80: 16, 90: 128}),  # nc D=16 on sm_80: 99 regs
