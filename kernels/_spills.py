@@ -74,55 +74,74 @@ def _tile(block_m: int, block_n: int, num_warps: int, num_stages: int) -> dict[s
 _FWD, _DKDV, _DQ = "_attn_fwd_kernel", "_attn_bwd_dkdv_kernel", "_attn_bwd_dq_kernel"
 _LIN_FWD, _LIN_DW = "_fused_linear_fwd_kernel", "_linear_bwd_dw_kernel"
 
-# Compiled with Triton 3.3.1 (what torch 2.7 pins) for sm_80, sm_89 and sm_90a, every shipped variant:
-# these spilled, nothing else did (no sm_89 spills). The decode split kernel's fp32 D=64 masked
-# single-split form spills 8 B on sm_90a too; its launcher picks one config per head dim, no autotuner
-# and no prune hook to route through, so it has no entry here.
+# Compiled with Triton 3.3.1 (what torch 2.7 pins) for sm_80 and sm_90a, every shipped pointer-path
+# variant in the launch specialisation (aligned even / ragged / unaligned forms; 920 compiles): these
+# spilled, nothing else did. An entry names facts the autotuner knows, so it covers every form of its
+# class (the spilling form is in ``measured``). sm_100a and the TMA kernels are not compiled under 3.3
+# (no tensor descriptors there). The decode split kernel's fp32 D=64 ragged single-split form spills 8 B
+# on sm_90a too; its launcher picks one config per head dim, no autotuner and no prune hook to route
+# through, so it has no entry here.
 SPILLS: dict[tuple[int, int], tuple[Spill, ...]] = {
     (3, 3): (
-        # Attention forward.
-        Spill(_FWD, (90,), {**_tile(64, 64, 4, 3), "BLOCK_D": 128, "dtype": _HALF},
-              measured="noncausal, masked: 255 regs + 16-56 B"),
-        Spill(_FWD, (90,), {**_tile(32, 32, 4, 2), "BLOCK_D": 64, "dtype": "fp32", "CAUSAL": True},
-              measured="255 regs + 40 B"),
-        # Attention dK/dV.
+        Spill(_DKDV, (90,), {**_tile(16, 16, 4, 2), "BLOCK_D": 128, "dtype": "fp32", "CAUSAL": False},
+              fallback=_tile(16, 16, 8, 2),
+              measured="fp32,ragged,noncausal@sm_90a: 255 regs + 88 B; 16x16 w8: 70-106 regs"),
         Spill(_DKDV, (90,), {**_tile(16, 16, 4, 2), "BLOCK_D": 128, "dtype": "fp32", "CAUSAL": True},
-              fallback=_tile(32, 32, 8, 2), measured="masked: 255 regs + 32 B; 32x32/8 warps: 210 regs"),
-        Spill(_DKDV, (90,), {**_tile(16, 64, 8, 2), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": True},
-              measured="masked: 255 regs + 24 B"),
-        Spill(_DKDV, (90,), {**_tile(32, 32, 8, 2), "BLOCK_D": (32, 64), "dtype": _HALF, "CAUSAL": False},
-              measured="D=32, D=64 masked: 128 regs + 16 B"),
+              fallback=_tile(16, 16, 8, 2),
+              measured="fp32,ragged,unaligned@sm_90a: 255 regs + 48 B, fp32,ragged@sm_90a: 255 regs + 72 B; 16x16 w8: 74-96 regs"),
+        Spill(_DKDV, (90,), {**_tile(32, 128, 8, 2), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": False},
+              measured="fp16,ragged,noncausal@sm_90a: 255 regs + 8 B"),
+        Spill(_DKDV, (90,), {**_tile(32, 128, 8, 2), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": True},
+              measured="fp16,ragged@sm_90a: 255 regs + 24 B"),
         Spill(_DKDV, (80,), {**_tile(32, 32, 8, 2), "BLOCK_D": 16, "dtype": _HALF, "CAUSAL": True},
-              measured="masked: 128 regs + 8 B"),
-        Spill(_DKDV, (80,), {**_tile(32, 16, 4, 2), "BLOCK_D": 32, "dtype": "fp32"},
-              fallback=_tile(16, 16, 4, 2), measured="masked: 80-96 regs + 8-16 B; 16x16: 96-110 regs"),
-        # Attention dQ.
-        Spill(_DQ, (90,), {**_tile(64, 32, 4, 2), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": False},
-              measured="255 regs + 8 B"),
-        Spill(_DQ, (80,), {**_tile(64, 32, 8, 2), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": True},
-              fallback=_tile(32, 32, 4, 2), measured="255 regs + 32 B; 32x32/4 warps: 220 regs"),
-        Spill(_DQ, (80,), {**_tile(32, 16, 4, 2), "BLOCK_D": 128, "dtype": "fp32"},
-              fallback=_tile(32, 32, 4, 2), measured="masked: 168 regs + 8 B; 32x32: 199-206 regs"),
+              measured="fp16,ragged,unaligned@sm_80: 128 regs + 8 B"),
+        Spill(_DKDV, (90,), {**_tile(32, 32, 8, 2), "BLOCK_D": 64, "dtype": _HALF, "CAUSAL": False},
+              measured="fp16,ragged,noncausal,unaligned@sm_90a: 128 regs + 24 B"),
+        Spill(_DKDV, (90,), {**_tile(64, 64, 8, 2), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": False},
+              measured="fp16,ragged,noncausal@sm_90a: 255 regs + 40 B"),
+        Spill(_DQ, (80, 90), {**_tile(32, 16, 4, 2), "BLOCK_D": 128, "dtype": "fp32", "CAUSAL": False},
+              fallback=_tile(32, 16, 8, 2),
+              measured="fp32,noncausal@sm_90a: 255 regs + 272 B, fp32,ragged,noncausal,unaligned@sm_80: 168 regs + 8 B; 32x16 w8: 75-120 regs"),
+        Spill(_DQ, (80,), {**_tile(32, 16, 4, 2), "BLOCK_D": 128, "dtype": "fp32", "CAUSAL": True},
+              fallback=_tile(32, 16, 8, 2),
+              measured="fp32,ragged,unaligned@sm_80: 168 regs + 8 B; 32x16 w8: 76-118 regs"),
+        Spill(_DQ, (80,), {**_tile(32, 32, 4, 2), "BLOCK_D": 32, "dtype": "fp32", "CAUSAL": True},
+              measured="fp32@sm_80: 96 regs + 8 B"),
+        Spill(_DQ, (90,), {**_tile(32, 32, 4, 2), "BLOCK_D": 64, "dtype": "fp32", "CAUSAL": False},
+              measured="fp32,ragged,noncausal@sm_90a: 255 regs + 24 B"),
+        Spill(_DQ, (90,), {**_tile(32, 32, 4, 2), "BLOCK_D": 64, "dtype": "fp32", "CAUSAL": True},
+              measured="fp32,ragged@sm_90a: 255 regs + 24 B"),
         Spill(_DQ, (80,), {**_tile(64, 32, 4, 2), "BLOCK_D": 32, "dtype": _HALF, "CAUSAL": True},
-              measured="masked: 128 regs + 16 B"),
-        Spill(_DQ, (80,), {"BLOCK_M": 32, "BLOCK_N": (16, 32), "num_warps": 4, "num_stages": 2, "BLOCK_D": 16,
-                           "dtype": "fp32", "CAUSAL": False},
-              fallback=_tile(64, 32, 8, 2), measured="80-96 regs + 8-24 B; 64x32/8 warps: 106 regs"),
-        Spill(_DQ, (80,), {**_tile(32, 16, 4, 2), "BLOCK_D": 64, "dtype": "fp32", "CAUSAL": False},
-              measured="96 regs + 8 B"),
-        Spill(_DQ, (80,), {**_tile(32, 32, 4, 2), "BLOCK_D": 64, "dtype": "fp32", "CAUSAL": True},
-              measured="168 regs + 16 B"),
-        # Fused linear: the GELU epilogue (forward) and the gated dW.
-        Spill(_LIN_FWD, (80,), {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3,
-                                "dtype": _HALF}, measured="GELU: 255 regs + 120-160 B"),
-        Spill(_LIN_DW, (80,), {"BLOCK_N": 128, "BLOCK_K": 128, "BLOCK_M": 64, "num_warps": 8, "num_stages": 3,
-                               "dtype": _HALF}, measured="gated: 255 regs + 80 B"),
-        Spill(_LIN_DW, (80, 90), {"BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M": 64, "num_warps": 4, "num_stages": 3,
-                                  "dtype": "fp32"},
+              measured="fp16,ragged,unaligned@sm_80: 128 regs + 16 B"),
+        Spill(_FWD, (80,), {**_tile(128, 64, 8, 3), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": False},
+              measured="fp16,noncausal@sm_80: 255 regs + 16 B"),
+        Spill(_FWD, (80,), {**_tile(128, 64, 8, 4), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": False},
+              measured="fp16,noncausal@sm_80: 255 regs + 16 B"),
+        Spill(_FWD, (80,), {**_tile(16, 16, 4, 2), "BLOCK_D": 128, "dtype": "fp32", "CAUSAL": False},
+              fallback=_tile(16, 16, 4, 1),
+              measured="fp32,noncausal@sm_80: 72 regs + 8 B; 16x16 s1: 80-96 regs"),
+        Spill(_FWD, (90,), {**_tile(16, 16, 4, 2), "BLOCK_D": 64, "dtype": "fp32", "CAUSAL": False},
+              measured="fp32,noncausal@sm_90a: 96 regs + 8 B"),
+        Spill(_FWD, (80,), {**_tile(32, 32, 4, 2), "BLOCK_D": 64, "dtype": "fp32", "CAUSAL": False},
+              measured="fp32,ragged,noncausal@sm_80: 128 regs + 16 B"),
+        Spill(_FWD, (80, 90), {**_tile(32, 32, 4, 2), "BLOCK_D": 64, "dtype": "fp32", "CAUSAL": True},
+              measured="fp32,ragged,unaligned@sm_90a: 255 regs + 40 B, fp32,ragged@sm_80: 128 regs + 8 B, fp32,ragged@sm_90a: 255 regs + 72 B"),
+        Spill(_FWD, (90,), {**_tile(64, 64, 4, 3), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": False},
+              measured="fp16,ragged,noncausal,unaligned@sm_90a: 255 regs + 56 B"),
+        Spill(_FWD, (90,), {**_tile(64, 64, 4, 3), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": True},
+              measured="fp16,ragged,unaligned@sm_90a: 255 regs + 48 B"),
+        Spill(_LIN_FWD, (80, 90), {"BLOCK_K": 32, "BLOCK_M": 128, "BLOCK_N": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4, "dtype": _HALF},
+              measured="GELU,STORE_GELU_GRAD@sm_80: 255 regs + 136 B, GELU,STORE_GELU_GRAD@sm_80: 255 regs + 144 B, GELU,STORE_GELU_GRAD@sm_90a: 255 regs + 32 B, GELU,STORE_G"),
+        Spill(_LIN_FWD, (80,), {"BLOCK_K": 64, "BLOCK_M": 128, "BLOCK_N": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 3, "dtype": _HALF},
+              measured="GELU,STORE_GELU_GRAD@sm_80: 255 regs + 128 B, GELU,STORE_GELU_GRAD@sm_80: 255 regs + 160 B"),
+        Spill(_LIN_DW, (80,), {"BLOCK_K": 128, "BLOCK_M": 64, "BLOCK_N": 128, "GROUP_N": 8, "num_warps": 8, "num_stages": 3, "dtype": _HALF},
+              measured="HAS_BIAS@sm_80: 255 regs + 80 B"),
+        Spill(_LIN_DW, (80, 90), {"BLOCK_K": 64, "BLOCK_M": 64, "BLOCK_N": 64, "GROUP_N": 8, "num_warps": 4, "num_stages": 3, "dtype": "fp32"},
               fallback={"BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M": 32, "GROUP_N": 8, "num_warps": 4, "num_stages": 3},
-              measured="gated: 255 regs + 32-48 B; 64x64x32: 193-216 regs"),
+              measured="HAS_BIAS@sm_80: 255 regs + 32 B, HAS_BIAS@sm_90a: 255 regs + 48 B; 64x64x32: 193-216 regs"),
     ),
 }
+
 
 _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 _LAUNCH = ("num_warps", "num_stages")
@@ -145,7 +164,7 @@ def target_arch(device: torch.device) -> int:
     """The compile target whose entries apply to ``device``: sm_90a for Hopper, sm_89 for Ada, else sm_80
     (the nearest target the gate compiles for)."""
     major, minor = torch.cuda.get_device_capability(device)
-    return 90 if major == 9 else 89 if (major, minor) == (8, 9) else 80
+    return {9: 90, 10: 100}.get(major, 89 if (major, minor) == (8, 9) else 80)
 
 
 def _split(config: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:

@@ -294,7 +294,9 @@ def _variant(cfg: TunedConfig, d: int, dtype: str, causal: bool, ws: bool, archs
 def tma_fwd_variants() -> list[KernelVariant]:
     """Every shipped TMA config x D (64, 128) x causal / non-causal, fp16 (bf16 once), for the targets its
     table ships it on (for even or ragged T: both run this one form); split per target where warp
-    specialization differs (sm_100a)."""
+    specialization differs (sm_100a). None on a Triton without tensor descriptors."""
+    if not tma.descriptors_available():
+        return []
     out = []
     for i, cfg in enumerate(_TMA_FWD_CONFIGS):
         for d, causal in ((d, c) for d in (64, 128) for c in (True, False)):
