@@ -323,7 +323,11 @@ def test_variants_cover_every_form():
     assert len({v.name for v in vs}) == len(vs)
     forms = {(t["D"], t["dtype"], t["even"], t["append"], t["single"])
              for v in vs if (t := v.tags)["kernel"] == "split"}
-    assert len(forms) == 4 * 3 * 2 * 2 * 2
+    # fp16 and fp32 in every form; bf16 (fp16's code but for converts) once per head dim.
+    every = {(d, dt, e, a, s) for d in (16, 32, 64, 128) for dt in ("fp16", "fp32")
+             for e in (True, False) for a in (True, False) for s in (True, False)}
+    assert {f for f in forms if f[1] != "bf16"} == every
+    assert {f for f in forms if f[1] == "bf16"} == {(d, "bf16", True, True, False) for d in (16, 32, 64, 128)}
     assert {(v.tags["D"], v.tags["dtype"]) for v in vs if v.tags["kernel"] == "merge"} == {
         (d, dt) for d in (16, 32, 64, 128) for dt in ("fp16", "bf16", "fp32")}
     assert all(v.archs == (80, 89, 90) for v in vs)
