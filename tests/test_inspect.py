@@ -163,9 +163,9 @@ def test_bad_target_is_rejected(capsys):
 
 
 def test_committed_baseline_covers_every_shipped_variant():
-    """Every shipped config x target (sm_80, sm_89, sm_90a, sm_100a) was compiled (by `make baseline`, from this exact kernel
-    source) and passed the absolute rules. CI compiles the quick subset fresh (above); the full set
-    recompiles with `make inspect` or `pytest -m slow`."""
+    """Every shipped config x target (sm_80, sm_89, sm_90a, sm_100a) was compiled (by `make baseline`,
+    from this exact kernel source) and passed the absolute rules. CI compiles the quick subset fresh
+    (above); the full set recompiles with `make inspect` or `pytest -m slow`."""
     path = ins.default_baseline_path()
     if not path.exists():
         pytest.skip(f"no committed baseline for Triton {ins.triton_version()}")
