@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from linear_reference import reference, tf32
+from linear_reference import close_to_reference, reference, tf32
 
 from tritongpt.kernels import fused_linear as fl
 from tritongpt.kernels import fused_linear_tma as ft
@@ -67,15 +67,6 @@ def tma_calls(monkeypatch):
 
 
 
-def _close(name, got, ref, low):
-    assert got.dtype == low.dtype and got.shape == ref.shape, (name, got.dtype, got.shape, ref.shape)
-    assert torch.isfinite(got).all(), f"{name}: non-finite values"
-    err = (got.double() - ref).abs().max().item()
-    torch_err = (low.double() - ref).abs().max().item()
-    atol = 2 * torch.finfo(got.dtype).eps * max(1.0, ref.abs().max().item())
-    assert err <= 2 * torch_err + atol, f"{name}: error {err:.3g} > 2 x torch's {torch_err:.3g} + {atol:.2g}"
-
-
 def _inputs(M, K, N, dtype, device, residual=False, grad=False):
     x = torch.randn(M, K, dtype=dtype, device=device)
     w = (torch.randn(N, K, device=device) / K**0.5).to(dtype)
@@ -101,7 +92,7 @@ def _check(gelu, inputs, dy=None):
     with tf32(x.dtype == torch.float32):
         low = run(lambda *a: reference(gelu, *a), inputs, dy)
     for i, (g, rf, lw) in enumerate(zip(got, ref, low, strict=True)):
-        _close("y" if i == 0 else f"grad {i}", g, rf, lw)
+        close_to_reference("y" if i == 0 else f"grad {i}", g, rf, lw)
 
 
 # Ragged on purpose: no size is a multiple of the 32x32x32 interpreter tile, yet every row stride is
