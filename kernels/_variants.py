@@ -63,3 +63,16 @@ def launch_divisible(args: Mapping[str, Any]) -> tuple[str, ...]:
         elif isinstance(value, int) and not isinstance(value, bool) and value % 16 == 0:
             out.append(name)
     return tuple(out)
+
+
+def align_bucket(*tensors: Any) -> int:
+    """1 when Triton's launcher specialises every tensor as aligned (16-byte base address, every stride
+    but the last a multiple of 16 elements), else 0. Autotuned launchers put it in the autotune key, so
+    a config tuned on aligned inputs is never reused on unaligned ones, and pick their config table by
+    it: unaligned inputs (odd views, rows not a multiple of 16 elements) compile to scalar loads and
+    keep their own small tiles. None entries (absent optional tensors) are skipped."""
+    for t in tensors:
+        if t is not None and (t.data_ptr() % 16 or any(s % 16 for s in t.stride()[:-1])):
+            return 0
+    return 1
+

@@ -56,14 +56,13 @@ from . import flash_attention_tma as fwd_tma
 from . import tma
 from ._interpreter import interpreter_enabled
 from ._validate import check_same, check_tensor, device_guard
-from ._variants import KernelVariant
+from ._variants import KernelVariant, align_bucket
 from .flash_attention_bwd import (
     _LOG2E,
     INT32_MAX,
     ConfigTables,
     TunedConfig,
     _alloc,
-    align_bucket,
     attention_bwd_launch,
     bwd_variants,
     check_offsets,

@@ -31,7 +31,7 @@ import triton.language as tl
 
 from ._interpreter import interpreter_enabled
 from ._validate import check_float, device_guard
-from ._variants import KernelVariant
+from ._variants import KernelVariant, align_bucket
 
 _LOG2E = 1.4426950408889634
 
@@ -100,17 +100,6 @@ def _arch(device: torch.device | None = None) -> int:
 def tune_bucket(t: int) -> int:
     """Autotune key for a sequence length: its power-of-two bucket, +1 when it is not a multiple of 128."""
     return triton.next_power_of_2(t) + (t % 128 != 0)
-
-
-def align_bucket(*tensors: torch.Tensor) -> int:
-    """1 when Triton's launcher specialises every tensor as aligned (16-byte base address, every stride
-    but the last a multiple of 16 elements), else 0. It is part of the autotune key, so a config tuned
-    on aligned inputs is never reused on unaligned ones, and it selects the config table: unaligned
-    inputs (odd views, D not a multiple of 16) compile to scalar loads and keep their own small tiles."""
-    for t in tensors:
-        if t.data_ptr() % 16 or any(s % 16 for s in t.stride()[:-1]):
-            return 0
-    return 1
 
 
 INT32_MAX = 2**31 - 1

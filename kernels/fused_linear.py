@@ -43,7 +43,7 @@ import triton.language as tl
 from . import fused_linear_tma, tma
 from ._interpreter import interpreter_enabled
 from ._validate import check_same, check_tensor, device_guard
-from ._variants import KernelVariant
+from ._variants import KernelVariant, align_bucket
 from .fused_linear_bwd import (
     BWD_CONFIGS,
     CONFIGS,
@@ -65,7 +65,7 @@ from .fused_linear_bwd import (
 __all__ = ["gelu_linear", "linear", "variants"]
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["ALIGN"])
 def _fused_linear_fwd_kernel(
     X,  # (M, K)
     W,  # (N, K)
@@ -74,7 +74,7 @@ def _fused_linear_fwd_kernel(
     Y,  # (M, N)
     G,  # (M, N) gelu'(z), written only when STORE_GELU_GRAD; same strides as Y
     M, N, K,
-    M_BUCKET,  # autotune key only
+    M_BUCKET, ALIGN,  # autotune key only (ALIGN: align_bucket, picks the aligned or unaligned configs)
     stride_xm, stride_xk, stride_wn, stride_wk, stride_rm, stride_rn, stride_ym, stride_yn,
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, GELU: tl.constexpr, STORE_GELU_GRAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -124,7 +124,7 @@ def _fused_linear_fwd_kernel(
 _FWD_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
 _fwd_tuned = triton.autotune(
     configs=autotune_configs(_FWD_NAMES),
-    key=["M_BUCKET", "N", "K", "HAS_BIAS", "HAS_RESIDUAL", "GELU", "STORE_GELU_GRAD"],
+    key=["M_BUCKET", "ALIGN", "N", "K", "HAS_BIAS", "HAS_RESIDUAL", "GELU", "STORE_GELU_GRAD"],
     prune_configs_by={"early_config_prune": make_prune("X")},
 )(triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_fused_linear_fwd_kernel))
 
@@ -167,7 +167,8 @@ def _fused_linear_fwd_launch(
     b = bias if bias is not None else y  # dummy pointers for disabled inputs: never dereferenced
     r = residual if residual is not None else y
     gg = g if g is not None else y
-    args = (x, weight, b, r, y, gg, M, N, K, m_bucket(M), x.stride(0), x.stride(1), weight.stride(0),
+    args = (x, weight, b, r, y, gg, M, N, K, m_bucket(M), align_bucket(x, weight, residual),
+            x.stride(0), x.stride(1), weight.stride(0),
             weight.stride(1), r.stride(0), r.stride(1), y.stride(0), y.stride(1))
     flags = dict(HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, GELU=gelu,
                  STORE_GELU_GRAD=store_gelu_grad)
@@ -377,29 +378,30 @@ def _archs(cfg, dtype: torch.dtype) -> tuple[int, ...]:
 
 
 def variants() -> list[KernelVariant]:
-    """Every shipped tile config x representative flags, for sm_80/sm_89/sm_90a compile checks, and
-    the TMA kernels' (forward and backward, sm_90a/sm_100a: ``fused_linear_tma.variants``).
+    """Every shipped tile config x representative flags, for sm_80/sm_89/sm_90a/sm_100a compile checks,
+    in the aligned form (what GPT-shaped tensors give) and, for the configs shipped for unaligned inputs,
+    the unaligned form too; and the TMA kernels' (``fused_linear_tma.variants``).
 
     Unit strides are constexpr 1, as Triton's JIT specialises them at runtime.
     """
     out: list[KernelVariant] = []
-    # (kernel, names, pointer args, scalar args, unit strides, flag sets)
+    # (kernel, names, pointer args, scalar args, unit strides, even flag, output pointers, flag sets)
     specs = [
         ("fwd", _fused_linear_fwd_kernel, _FWD_NAMES, "X W B R Y G",
          "M N K M_BUCKET stride_xm stride_wn stride_rm stride_ym", ("stride_xk", "stride_wk", "stride_rn", "stride_yn"),
-         "EVEN_K",
+         "EVEN_K", "Y G",
          [dict(HAS_BIAS=True, HAS_RESIDUAL=False, GELU=True, STORE_GELU_GRAD=True),
           dict(HAS_BIAS=True, HAS_RESIDUAL=True, GELU=False, STORE_GELU_GRAD=False)]),
         ("dx", _linear_bwd_dx_kernel, ("BLOCK_M", "BLOCK_K", "BLOCK_N", "GROUP_M"), "DY G W DX",
          "M N K M_BUCKET stride_dym stride_gm stride_wn stride_dxm", ("stride_dyn", "stride_gn", "stride_wk",
                                                                   "stride_dxk"),
-         "EVEN_N", [dict(HAS_GATE=True), dict(HAS_GATE=False)]),
+         "EVEN_N", "DX", [dict(HAS_GATE=True), dict(HAS_GATE=False)]),
         ("dw", _linear_bwd_dw_kernel, ("BLOCK_N", "BLOCK_K", "BLOCK_M", "GROUP_N"), "DY G X DW DB",
          "M N K M_BUCKET stride_dym stride_gm stride_xm stride_dwn", ("stride_dyn", "stride_gn", "stride_xk",
                                                                   "stride_dwk"),
-         "EVEN_M", [dict(HAS_GATE=True, HAS_BIAS=True), dict(HAS_GATE=False, HAS_BIAS=True)]),
+         "EVEN_M", "DW DB", [dict(HAS_GATE=True, HAS_BIAS=True), dict(HAS_GATE=False, HAS_BIAS=True)]),
     ]
-    for tag, fn, names, ptrs, scalars, units, even, flag_sets in specs:
+    for tag, fn, names, ptrs, scalars, units, even, outputs, flag_sets in specs:
         for ci, cfg in enumerate(CONFIGS):
             if tag != "fwd" and cfg not in BWD_CONFIGS:
                 continue
@@ -407,23 +409,29 @@ def variants() -> list[KernelVariant]:
                 archs = _archs(cfg, dtype)
                 # fp16 for every flag set; bf16 (different converts) and fp32 (TF32, 2x smem) on the first.
                 for fi, flags in enumerate(flag_sets if dtype == torch.float16 else flag_sets[:1]):
-                    if not archs:
-                        continue
-                    sig = {p: f"*{_TL[dtype]}" for p in ptrs.split()}
-                    sig.update({s: "i32" for s in scalars.split()})
-                    consts = {u: 1 for u in units}
-                    consts.update(dict(zip(names, cfg[:4], strict=True)))
-                    consts.update(flags)
-                    consts[even] = False  # the masked (slower-to-compile, more registers) path
-                    fl = ",".join(k for k, v in flags.items() if v)
-                    out.append(KernelVariant(
-                        name=f"fused_linear_{tag}[{cfg.b0}x{cfg.b1}x{cfg.br},w{cfg.num_warps},s{cfg.num_stages},"
-                             f"{_TL[dtype]},{fl}]",
-                        fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
-                        num_stages=cfg.num_stages, archs=archs, expect_mma=True,
-                        tags={"kernel": tag, "config": ci, "dtype": _TL[dtype], "flags": fi,
-                              # What the JIT specialises for aligned tensors and shapes (GPT-2's):
-                              # compile with tt.divisibility=16 on these to match runtime.
-                              "divisible_by_16": tuple(sig)},
-                    ))
+                    for aligned in (True, False) if cfg.unaligned else (True,):
+                        if archs:
+                            out.append(_variant(tag, fn, names, ptrs, scalars, units, even, outputs, cfg, ci,
+                                                _TL[dtype], fi, flags, aligned, archs))
     return out + fused_linear_tma.variants()
+
+
+def _variant(tag, fn, names, ptrs, scalars, units, even, outputs, cfg, ci, dtype, fi, flags, aligned, archs):
+    sig = {p: f"*{dtype}" for p in ptrs.split()}
+    sig.update({s: "i32" for s in scalars.split()}, ALIGN="i32")
+    consts = {u: 1 for u in units}
+    consts.update(dict(zip(names, cfg[:4], strict=True)))
+    consts.update(flags)
+    consts[even] = False  # the masked (slower-to-compile, more registers) path
+    # What the launcher marks divisible by 16: aligned (GPT-2's shapes) every pointer, size and stride
+    # (ALIGN is never specialised); unaligned only the fresh outputs.
+    divisible = tuple(k for k in sig if k != "ALIGN") if aligned else tuple(outputs.split())
+    fl = ",".join(k for k, v in flags.items() if v)
+    return KernelVariant(
+        name=f"fused_linear_{tag}[{cfg.b0}x{cfg.b1}x{cfg.br},w{cfg.num_warps},s{cfg.num_stages},"
+             f"{dtype},{fl}{'' if aligned else ',unaligned'}]",
+        fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages, archs=archs, expect_mma=True,
+        tags={"kernel": tag, "config": ci, "dtype": dtype, "flags": fi, "aligned": aligned,
+              "divisible_by_16": divisible},
+    )

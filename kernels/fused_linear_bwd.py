@@ -33,6 +33,7 @@ import triton.language as tl
 
 from ._interpreter import interpreter_enabled
 from ._validate import device_guard
+from ._variants import align_bucket
 
 CHECKED_ARCHS = (80, 90, 100)  # targets whose config lists were compiled per entry (TileConfig.archs)
 
@@ -49,6 +50,9 @@ class TileConfig(NamedTuple):
     archs: tuple[int, ...]  # compute capabilities where it compiled spill-free (see tests/variants)
     elem_bytes: tuple[int, ...] = (2, 4)  # element sizes it is shipped for (2: fp16/bf16, 4: fp32)
     skip: tuple[tuple[int, int], ...] = ()  # (target, element size) pairs left out of the above
+    # Also shipped for unaligned inputs (odd views, rows not a multiple of 16 elements: scalar loads),
+    # compiled in that form too (variants()).
+    unaligned: bool = False
 
     def ships(self, cc: int, elem_bytes: int) -> bool:
         """Shipped for this target (80, 90, 100 listed in ``archs``; other parts: by shared memory alone)
@@ -72,8 +76,8 @@ CONFIGS: tuple[TileConfig, ...] = (
     TileConfig(128, 64, 64, 8, 8, 4, (80, 90, 100)),  # 4 warps: 255 regs + spills on sm_90a (GELU)
     TileConfig(64, 128, 64, 8, 8, 4, (80, 90, 100)),  # 4 warps: spills on sm_90a with the GELU epilogue
     # fp32 on sm_100a: the gated dW spills 80 B; 64x64x32 (last) takes fp32 there.
-    TileConfig(64, 64, 64, 8, 4, 3, (80, 90, 100), skip=((100, 4),)),
-    TileConfig(16, 128, 128, 8, 4, 3, (80, 90, 100)),
+    TileConfig(64, 64, 64, 8, 4, 3, (80, 90, 100), skip=((100, 4),), unaligned=True),
+    TileConfig(16, 128, 128, 8, 4, 3, (80, 90, 100), unaligned=True),
     # From the upstream persistent-matmul list, the one that compiles spill-free here in every kernel
     # (16-bit: 114-213 regs on sm_80/sm_89/sm_90a); fp32's GELU forward spills (sm_80: 255 regs +
     # 1088 B, sm_90a: 560 B), so 16-bit only. The others spill in the GELU forward (128x256x64/w8,
@@ -81,7 +85,7 @@ CONFIGS: tuple[TileConfig, ...] = (
     # or exceed shared memory (256x128x64: the gated backward's 2 B0 + B1 rows take 240 KB).
     # On sm_100a its gated dx/dW spill 8 B.
     TileConfig(128, 64, 32, 8, 4, 4, (80, 90), elem_bytes=(2,)),
-    TileConfig(64, 64, 32, 8, 4, 3, (100,), elem_bytes=(4,)),  # fp32 on sm_100a (see 64x64x64)
+    TileConfig(64, 64, 32, 8, 4, 3, (100,), elem_bytes=(4,), unaligned=True),  # fp32 on sm_100a (see 64x64x64)
 )
 # Backward runs in training (M = tokens, large): no decode tile, which also spills (8 B) in the
 # dx/dW kernels on sm_90a.
@@ -145,7 +149,8 @@ def make_prune(first_ptr: str) -> Callable[..., list[Any]]:
     def prune(configs: list[Any], named_args: dict[str, Any], **kwargs: Any) -> list[Any]:
         t = named_args[first_ptr]
         cc, smem = _device_limits(t.device)
-        kept = [c for c in configs if _fits(c.tile, cc, smem, t.element_size())]
+        aligned = bool(named_args.get("ALIGN", 1))
+        kept = [c for c in configs if _fits(c.tile, cc, smem, t.element_size()) and (aligned or c.tile.unaligned)]
         # Never leave the autotuner empty: the smallest tile fits everything.
         return kept or [min(configs, key=lambda c: smem_estimate(c.tile, t.element_size()))]
 
@@ -200,14 +205,14 @@ def _gelu_tanh_grad(z, s, e):
     return s + 2.0 * z * (e * s * s) * du
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["ALIGN"])
 def _linear_bwd_dx_kernel(
     DY,  # (M, N) upstream gradient
     G,  # (M, N) gelu'(z) saved by the forward (read only when HAS_GATE)
     W,  # (N, K)
     DX,  # (M, K)
     M, N, K,
-    M_BUCKET,  # autotune key only
+    M_BUCKET, ALIGN,  # autotune key only (ALIGN: align_bucket)
     stride_dym, stride_dyn, stride_gm, stride_gn, stride_wn, stride_wk, stride_dxm, stride_dxk,
     HAS_GATE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
@@ -248,7 +253,7 @@ def _linear_bwd_dx_kernel(
     tl.store(dx_ptrs, acc.to(DX.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["ALIGN"])
 def _linear_bwd_dw_kernel(
     DY,  # (M, N) upstream gradient
     G,  # (M, N) gelu'(z) (read only when HAS_GATE)
@@ -256,7 +261,7 @@ def _linear_bwd_dw_kernel(
     DW,  # (N, K)
     DB,  # (N,) written only when HAS_BIAS
     M, N, K,
-    M_BUCKET,  # autotune key only
+    M_BUCKET, ALIGN,  # autotune key only (ALIGN: align_bucket)
     stride_dym, stride_dyn, stride_gm, stride_gn, stride_xm, stride_xk, stride_dwn, stride_dwk,
     HAS_GATE: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr, GROUP_N: tl.constexpr,
@@ -307,7 +312,7 @@ def _linear_bwd_dw_kernel(
 
 _DX_NAMES = ("BLOCK_M", "BLOCK_K", "BLOCK_N", "GROUP_M")
 _DW_NAMES = ("BLOCK_N", "BLOCK_K", "BLOCK_M", "GROUP_N")
-_AUTOTUNE_KEY = ["M_BUCKET", "N", "K", "HAS_GATE"]
+_AUTOTUNE_KEY = ["M_BUCKET", "ALIGN", "N", "K", "HAS_GATE"]
 
 _dx_tuned = triton.autotune(
     configs=autotune_configs(_DX_NAMES, BWD_CONFIGS), key=_AUTOTUNE_KEY,
@@ -357,7 +362,8 @@ def fused_linear_bwd(
     if need_dx:
         dx = torch.empty((M, K), dtype=x.dtype, device=x.device)
         if M > 0 and K > 0:
-            args = (dy, g, weight, dx, M, N, K, m_bucket(M), dy.stride(0), dy.stride(1), g.stride(0),
+            args = (dy, g, weight, dx, M, N, K, m_bucket(M), align_bucket(dy, gate, weight), dy.stride(0),
+                    dy.stride(1), g.stride(0),
                     g.stride(1), weight.stride(0), weight.stride(1), dx.stride(0), dx.stride(1))
             with device_guard(dy):
                 if interp:
@@ -372,7 +378,8 @@ def fused_linear_bwd(
         dw = torch.empty((N, K), dtype=weight.dtype, device=weight.device)
         db = torch.empty((N,), dtype=weight.dtype, device=weight.device) if need_db else dw
         if N > 0 and K > 0:  # K == 0 is rejected by the public functions
-            args = (dy, g, x, dw, db, M, N, K, m_bucket(M), dy.stride(0), dy.stride(1), g.stride(0),
+            args = (dy, g, x, dw, db, M, N, K, m_bucket(M), align_bucket(dy, gate, x), dy.stride(0),
+                    dy.stride(1), g.stride(0),
                     g.stride(1), x.stride(0), x.stride(1), dw.stride(0), dw.stride(1))
             with device_guard(dy):
                 if interp:

@@ -482,8 +482,8 @@ def test_aot_subset():
     vs = _unpruned_variants()
     jobs = []
     for kernel, config, dtype, flags, cc in SUBSET:
-        (i,) = [i for i, v in enumerate(vs) if (v.tags["kernel"], v.tags["config"], v.tags["dtype"],
-                                                  v.tags["flags"]) == (kernel, config, dtype, flags)]
+        (i,) = [i for i, v in enumerate(vs) if v.tags.get("aligned") and (
+            v.tags["kernel"], v.tags["config"], v.tags["dtype"], v.tags["flags"]) == (kernel, config, dtype, flags)]
         assert cc in vs[i].archs, (vs[i].name, cc)
         if _spills.listed(vs[i], cc):  # spills under this Triton: not shipped there (its fallback is gated)
             continue
@@ -500,3 +500,42 @@ def test_interpreter_tile_is_small():
     # Guard against slow CI: the interpreter must not autotune (one config, small tiles).
     if interpreter_enabled():
         assert fl.INTERPRET_CONFIG[:3] == (32, 32, 32)
+
+
+# ----------------------------------------------------------------------------- alignment bucket
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_autotune_keeps_the_unaligned_tiles_for_unaligned_inputs(aligned, monkeypatch):
+    """ALIGN (align_bucket) is in each pointer kernel's autotune key, and with ALIGN=0 the prune keeps only
+    the configs shipped for unaligned inputs, each compiled in that form (variants())."""
+    shipped_unaligned = {(v.tags["kernel"], v.tags["config"], v.tags["dtype"]) for v in _unpruned_variants()
+                         if v.tags.get("aligned") is False}
+    for kernel, tuned, first in (("fwd", fl._fwd_tuned, "X"), ("dx", flb._dx_tuned, "DY"), ("dw", flb._dw_tuned, "DY")):
+        assert "ALIGN" in tuned.keys
+        for cc in (80, 90, 100):
+            monkeypatch.setattr(flb, "_device_limits", lambda device, cc=cc: (cc, flb.SMEM_LIMIT[cc]))
+            for dtype, dt in ((torch.float16, "fp16"), (torch.float32, "fp32")):
+                own = getattr(tuned.early_config_prune, "__wrapped__", tuned.early_config_prune)
+                picked = own(tuned.configs, {first: torch.empty(1, dtype=dtype), "ALIGN": int(aligned)})
+                assert picked
+                if not aligned:
+                    for c in picked:
+                        assert c.tile.unaligned and (kernel, fl.CONFIGS.index(c.tile), dt) in shipped_unaligned
+
+
+def test_launchers_pass_the_alignment_bucket(monkeypatch):
+    """Aligned operands launch with ALIGN=1; an odd view (row stride 65 elements) with ALIGN=0."""
+    from tritongpt.kernels import _variants
+
+    seen = []
+    real = _variants.align_bucket
+    monkeypatch.setattr(fl, "align_bucket", lambda *ts: seen.append(real(*ts)) or seen[-1])
+    monkeypatch.setattr(flb, "align_bucket", lambda *ts: seen.append(real(*ts)) or seen[-1])
+    w = torch.randn(16, 48)
+    for x in (torch.randn(8, 48), torch.randn(8, 65)[:, :48]):
+        x.requires_grad_(True)
+        fl.linear(x, w.requires_grad_(True), None).sum().backward()
+    # forward (x, W), dx (dy, W: aligned either way), dW (dy, x) per input
+    assert seen == [1, 1, 1, 0, 1, 0]
+
