@@ -52,6 +52,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import flash_attention_bwd_tma as bwd_tma
 from . import flash_attention_tma as fwd_tma
 from . import tma
 from ._interpreter import interpreter_enabled
@@ -403,5 +404,5 @@ def fwd_variants() -> list[KernelVariant]:
 
 
 def variants() -> list[KernelVariant]:
-    """Forward (pointer and TMA) and backward variants for ahead-of-time compile checks."""
-    return fwd_variants() + fwd_tma.tma_fwd_variants() + bwd_variants()
+    """Forward and backward variants (pointer and TMA) for ahead-of-time compile checks."""
+    return fwd_variants() + fwd_tma.tma_fwd_variants() + bwd_variants() + bwd_tma.tma_bwd_variants()

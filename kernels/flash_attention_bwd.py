@@ -29,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import tma
 from ._interpreter import interpreter_enabled
 from ._validate import check_float, device_guard
 from ._variants import KernelVariant, align_bucket
@@ -550,17 +551,22 @@ def attention_bwd_launch(
     do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
     causal: bool, sm_scale: float,
     dkdv_config: TunedConfig | None = None, dq_config: TunedConfig | None = None,
-    compute_dq: bool = True, compute_dkdv: bool = True,
+    compute_dq: bool = True, compute_dkdv: bool = True, path: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (dq, dk, dv) of attention given dO, the inputs, the output and its LSE.
 
     ``compute_dq`` / ``compute_dkdv`` False skip that kernel; the skipped gradients come back as
-    distinct empty (0,) tensors (a custom op may not return one tensor twice).
+    distinct empty (0,) tensors (a custom op may not return one tensor twice). ``path`` forces the
+    memory path of the dK/dV and dQ kernels ("pointer" or "tma", see flash_attention_bwd_tma.bwd_path;
+    None chooses). Forced configs are pointer-table picks: they keep the pointer path unless "tma" is
+    asked, and the TMA path then autotunes its own table (one fixed config under the interpreter).
     """
+    from . import flash_attention_bwd_tma as bwd_tma  # here: that module imports this one
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     check_offsets(q=q, k=k, v=v, do=do, o=o)
     sm_scale = check_scale(sm_scale)
+    tma.check_path("path", path)
     dq = _alloc((B, H, Tq, D) if compute_dq else (0,), q.dtype, q.device)
     dk = _alloc((B, H, Tk, D) if compute_dkdv else (0,), k.dtype, k.device)
     dv = _alloc((B, H, Tk, D) if compute_dkdv else (0,), v.dtype, v.device)
@@ -571,10 +577,16 @@ def attention_bwd_launch(
     if do.dtype != q.dtype:
         do = do.to(q.dtype)
     block_d = max(16, triton.next_power_of_2(D))
+    forced = dkdv_config is not None or dq_config is not None  # forced configs are pointer-table picks
+    use_tma = (path is not None or not forced) and bwd_tma.bwd_path(q, k, v, do, causal, block_d, path) == "tma"
     with device_guard(q):  # Triton launches on the current GPU: make it the tensors' one
         delta = _alloc(tuple(lse.shape), torch.float32, lse.device)
         _bwd_preprocess_kernel[(B * H * triton.cdiv(Tq, _PRE_BLOCK_M),)](
             o, do, delta, *o.stride(), *do.stride(), H, Tq, D, BLOCK_M=_PRE_BLOCK_M, BLOCK_D=block_d)
+        if use_tma:
+            bwd_tma.attention_bwd_tma_launch(do, q, k, v, o, lse, delta, dq, dk, dv, causal, sm_scale,
+                                             compute_dq, compute_dkdv)
+            return dq, dk, dv
 
         common = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), H, Tq, Tk, D,
                   sm_scale, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk), align_bucket(q, k, v, do))

@@ -203,8 +203,8 @@ _attn_fwd_tma_tuned = triton.autotune(
 _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def _unfit(q: torch.Tensor, capability: tuple[int, int] | None, block_d: int, ragged: bool, causal: bool,
-           config: TunedConfig | None) -> str | None:
+def fwd_unfit_reason(q: torch.Tensor, capability: tuple[int, int] | None, block_d: int, ragged: bool,
+                     causal: bool, config: TunedConfig | None) -> str | None:
     """Why this launch cannot take the TMA path apart from the tensors' layout (None if it can)."""
     if q.dtype not in _DTYPES:
         return f"dtype {q.dtype} (fp16/bf16 only: fp32's IEEE dots run on the pointer path)"
@@ -233,7 +233,7 @@ def fwd_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
         return tma.POINTER
     cap = tma.device_capability(q.device)
     ragged = not seq_align_bucket(q.shape[2], k.shape[2])
-    why = _unfit(q, cap, block_d, ragged, causal, config)
+    why = fwd_unfit_reason(q, cap, block_d, ragged, causal, config)
     bm, bn = (config.block_m, config.block_n) if config is not None else (128, 128)
     boxes = [(q, [1, 1, bm, block_d]), (k, [1, 1, bn, block_d]), (v, [1, 1, bn, block_d]),
              (out, [1, 1, bm, block_d])]

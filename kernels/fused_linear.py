@@ -409,10 +409,9 @@ def variants() -> list[KernelVariant]:
                 archs = _archs(cfg, dtype)
                 # fp16 for every flag set; bf16 (different converts) and fp32 (TF32, 2x smem) on the first.
                 for fi, flags in enumerate(flag_sets if dtype == torch.float16 else flag_sets[:1]):
-                    for aligned in (True, False) if cfg.unaligned else (True,):
-                        if archs:
-                            out.append(_variant(tag, fn, names, ptrs, scalars, units, even, outputs, cfg, ci,
-                                                _TL[dtype], fi, flags, aligned, archs))
+                    if archs:
+                        out.append(_variant(tag, fn, names, ptrs, scalars, units, even, outputs, cfg, ci,
+                                            _TL[dtype], fi, flags, cfg.form == "aligned", archs))
     return out + fused_linear_tma.variants()
 
 

@@ -50,9 +50,9 @@ class TileConfig(NamedTuple):
     archs: tuple[int, ...]  # compute capabilities where it compiled spill-free (see tests/variants)
     elem_bytes: tuple[int, ...] = (2, 4)  # element sizes it is shipped for (2: fp16/bf16, 4: fp32)
     skip: tuple[tuple[int, int], ...] = ()  # (target, element size) pairs left out of the above
-    # Also shipped for unaligned inputs (odd views, rows not a multiple of 16 elements: scalar loads),
-    # compiled in that form too (variants()).
-    unaligned: bool = False
+    # The input forms it ships for: "aligned" (what GPT-shaped tensors give), or "unaligned" (odd views,
+    # rows not a multiple of 16 elements: scalar loads, so only small tiles stay spill-free).
+    form: str = "aligned"
 
     def ships(self, cc: int, elem_bytes: int) -> bool:
         """Shipped for this target (80, 90, 100 listed in ``archs``; other parts: by shared memory alone)
@@ -76,8 +76,8 @@ CONFIGS: tuple[TileConfig, ...] = (
     TileConfig(128, 64, 64, 8, 8, 4, (80, 90, 100)),  # 4 warps: 255 regs + spills on sm_90a (GELU)
     TileConfig(64, 128, 64, 8, 8, 4, (80, 90, 100)),  # 4 warps: spills on sm_90a with the GELU epilogue
     # fp32 on sm_100a: the gated dW spills 80 B; 64x64x32 (last) takes fp32 there.
-    TileConfig(64, 64, 64, 8, 4, 3, (80, 90, 100), skip=((100, 4),), unaligned=True),
-    TileConfig(16, 128, 128, 8, 4, 3, (80, 90, 100), unaligned=True),
+    TileConfig(64, 64, 64, 8, 4, 3, (80, 90, 100), skip=((100, 4),)),
+    TileConfig(16, 128, 128, 8, 4, 3, (80, 90, 100)),
     # From the upstream persistent-matmul list, the one that compiles spill-free here in every kernel
     # (16-bit: 114-213 regs on sm_80/sm_89/sm_90a); fp32's GELU forward spills (sm_80: 255 regs +
     # 1088 B, sm_90a: 560 B), so 16-bit only. The others spill in the GELU forward (128x256x64/w8,
@@ -85,7 +85,12 @@ CONFIGS: tuple[TileConfig, ...] = (
     # or exceed shared memory (256x128x64: the gated backward's 2 B0 + B1 rows take 240 KB).
     # On sm_100a its gated dx/dW spill 8 B.
     TileConfig(128, 64, 32, 8, 4, 4, (80, 90), elem_bytes=(2,)),
-    TileConfig(64, 64, 32, 8, 4, 3, (100,), elem_bytes=(4,), unaligned=True),  # fp32 on sm_100a (see 64x64x64)
+    TileConfig(64, 64, 32, 8, 4, 3, (100,), elem_bytes=(4,)),  # fp32 on sm_100a (see 64x64x64)
+    # Unaligned inputs: the aligned tiles spill 8-860 B there (64x64x64, 16x128x128, every kernel); these
+    # stay clean on sm_80/sm_90a/sm_100a in every kernel, fp16 and fp32: 64x32x32 146-248 regs (wgmma /
+    # tcgen05 on sm_90a / sm_100a), 32x64x32 121-232 (forward only: the backward keeps 64-row tiles).
+    TileConfig(64, 32, 32, 8, 4, 2, (80, 90, 100), form="unaligned"),
+    TileConfig(32, 64, 32, 8, 4, 2, (80, 90, 100), form="unaligned"),
 )
 # Backward runs in training (M = tokens, large): no decode tile, which also spills (8 B) in the
 # dx/dW kernels on sm_90a.
@@ -149,8 +154,8 @@ def make_prune(first_ptr: str) -> Callable[..., list[Any]]:
     def prune(configs: list[Any], named_args: dict[str, Any], **kwargs: Any) -> list[Any]:
         t = named_args[first_ptr]
         cc, smem = _device_limits(t.device)
-        aligned = bool(named_args.get("ALIGN", 1))
-        kept = [c for c in configs if _fits(c.tile, cc, smem, t.element_size()) and (aligned or c.tile.unaligned)]
+        form = "aligned" if named_args.get("ALIGN", 1) else "unaligned"
+        kept = [c for c in configs if _fits(c.tile, cc, smem, t.element_size()) and c.tile.form == form]
         # Never leave the autotuner empty: the smallest tile fits everything.
         return kept or [min(configs, key=lambda c: smem_estimate(c.tile, t.element_size()))]
 

@@ -519,9 +519,10 @@ def test_autotune_keeps_the_unaligned_tiles_for_unaligned_inputs(aligned, monkey
                 own = getattr(tuned.early_config_prune, "__wrapped__", tuned.early_config_prune)
                 picked = own(tuned.configs, {first: torch.empty(1, dtype=dtype), "ALIGN": int(aligned)})
                 assert picked
-                if not aligned:
-                    for c in picked:
-                        assert c.tile.unaligned and (kernel, fl.CONFIGS.index(c.tile), dt) in shipped_unaligned
+                for c in picked:
+                    assert c.tile.form == ("aligned" if aligned else "unaligned")
+                    if not aligned:
+                        assert (kernel, fl.CONFIGS.index(c.tile), dt) in shipped_unaligned
 
 
 def test_launchers_pass_the_alignment_bucket(monkeypatch):
