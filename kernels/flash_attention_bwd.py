@@ -33,6 +33,7 @@ from . import tma
 from ._interpreter import interpreter_enabled
 from ._validate import check_float, device_guard
 from ._variants import KernelVariant, align_bucket
+from .online_softmax import query_range
 
 _LOG2E = 1.4426950408889634
 
@@ -321,17 +322,7 @@ def _attn_bwd_dkdv_kernel(
 
     OFF = TK - TQ  # row i sees keys j <= i + OFF
     if CAUSAL:
-        # First query row that sees key n0, rounded down to a block; rows >= mid see the whole block.
-        lo = n0 - OFF
-        if lo < 0:
-            lo = 0
-        lo = lo // BLOCK_M * BLOCK_M
-        mid = n0 + BLOCK_N - 1 - OFF
-        if mid < 0:
-            mid = 0
-        mid = (mid + BLOCK_M - 1) // BLOCK_M * BLOCK_M
-        if mid > TQ:
-            mid = TQ
+        lo, mid = query_range(n0, TQ, TK, BLOCK_M, BLOCK_N)  # [lo, mid): the diagonal's query rows
         dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_qd, stride_dom, stride_dod,
                              offs_n, offs_m, offs_d, lo, mid, TQ, TK, D, OFF, qk_scale,
                              BLOCK_M, True, False, EVEN_M, EVEN_D)

@@ -30,7 +30,7 @@ from ._validate import device_guard
 from ._variants import KernelVariant
 from .flash_attention_bwd import TunedConfig, tune_bucket
 from .flash_attention_tma import TMA_AUTOTUNE_KEY, fwd_unfit_reason, seq_align_bucket, tma_target
-from .online_softmax import key_range
+from .online_softmax import key_range, query_range
 
 
 @triton.jit
@@ -96,17 +96,7 @@ def _attn_bwd_dkdv_tma_kernel(
 
     OFF = TK - TQ  # row i sees keys j <= i + OFF
     if CAUSAL:
-        # The pointer kernel's bounds: rows in [lo, mid) meet the diagonal, rows >= mid see every key.
-        lo = n0 - OFF
-        if lo < 0:
-            lo = 0
-        lo = lo // BLOCK_M * BLOCK_M
-        mid = n0 + BLOCK_N - 1 - OFF
-        if mid < 0:
-            mid = 0
-        mid = (mid + BLOCK_M - 1) // BLOCK_M * BLOCK_M
-        if mid > TQ:
-            mid = TQ
+        lo, mid = query_range(n0, TQ, TK, BLOCK_M, BLOCK_N)  # [lo, mid): the diagonal's query rows
         dk, dv = _dkdv_tma_inner(dk, dv, k, v, desc_q, desc_do, LSE, DELTA, b, h, offs_n, offs_m,
                                  lo, mid, TQ, OFF, qk_scale, BLOCK_M, BLOCK_D, True)
         full_lo = mid

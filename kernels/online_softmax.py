@@ -1,4 +1,5 @@
-"""The online-softmax steps of the attention forward, shared by its pointer and TMA kernels.
+"""The online-softmax steps of the attention forward and the loop bounds of forward and backward, shared
+by the pointer and TMA kernels.
 
 Scores are in log2 units (q.k scaled by sm_scale * log2(e)), so every exponential is an ``exp2``; the
 running max ``m`` and sum ``l`` are per query row, fp32.
@@ -24,6 +25,25 @@ def key_range(m0, TQ, TK, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: 
         hi_full = TK // BLOCK_N * BLOCK_N
         hi = TK
     return hi_full, hi
+
+
+@triton.jit
+def query_range(n0, TQ, TK, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(lo, mid) for the causal backward's key block starting at key n0: query rows in [lo, mid) meet the
+    block's diagonal (masked), rows >= mid see every key of it; both are multiples of BLOCK_M but mid,
+    which is clamped to TQ (mid = TQ when the block reaches past TK)."""
+    OFF = TK - TQ  # row i sees keys j <= i + OFF
+    lo = n0 - OFF
+    if lo < 0:
+        lo = 0
+    lo = lo // BLOCK_M * BLOCK_M
+    mid = n0 + BLOCK_N - 1 - OFF
+    if mid < 0:
+        mid = 0
+    mid = (mid + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    if mid > TQ:
+        mid = TQ
+    return lo, mid
 
 
 @triton.jit

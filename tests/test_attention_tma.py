@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from attention_reference import naive
 
 import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_tma as ft
@@ -37,17 +38,6 @@ def device_as(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setattr(tma, "triton_version", lambda: version)
 
     return pretend
-
-
-def naive(q, k, v, causal, scale):
-    """softmax(q k^T * scale + end-aligned causal mask) v in q's dtype (softmax in >= fp32), and LSE."""
-    s = (q @ k.transpose(-1, -2)) * scale
-    tq, tk = s.shape[-2:]
-    if causal:
-        i, j = torch.arange(tq, device=s.device)[:, None], torch.arange(tk, device=s.device)[None, :]
-        s = s.masked_fill(j > i + tk - tq, float("-inf"))
-    p = torch.softmax(s.to(torch.promote_types(s.dtype, torch.float32)), -1).to(q.dtype)
-    return p @ v, torch.logsumexp(s.double(), -1)
 
 
 def _err(a, ref):
