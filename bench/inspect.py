@@ -178,7 +178,22 @@ def _load_source(source: str) -> list:
 def _worker_init(source: str) -> None:
     # Runs in a fresh (spawned) process with TRITON_INTERPRET unset: kernels decorated under the
     # interpreter cannot be compiled, so the variants are rebuilt here from their module.
+    _isolate_triton_cache()
     _WORKER_VARIANTS.update({v.name: v for v in _load_source(source)})
+
+
+def _isolate_triton_cache() -> None:
+    """Give this worker a private, throw-away Triton cache: every record comes from a real compile of its
+    own inputs. With the shared cache, a record could be read from a cubin that another compile (a test's,
+    a launch's) stored under the same Triton key, and the figures differed (Triton 3.3.1: 166 vs 152
+    registers for one fused-linear variant). The records themselves are cached by inspect."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="tritongpt-inspect-triton-")
+    os.environ["TRITON_CACHE_DIR"] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
 
 
 def _in_arg_order(v: Any) -> dict[str, str]:
