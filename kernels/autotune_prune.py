@@ -80,7 +80,11 @@ class Facts:
 
 def enabled() -> bool:
     """Whether launches prune from compiled facts now: not under the interpreter, not switched off."""
-    off = os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no")
+    value = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    off = value in ("0", "false", "off", "no")
+    if not off and value not in ("", "1", "true", "on", "yes"):
+        warnings.warn(f"{ENV_SWITCH}={value!r}: expected 0 or 1 (off/on); the compiled-facts prune stays on",
+                      stacklevel=2)
     return not off and not interpreter_enabled()
 
 

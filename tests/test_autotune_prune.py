@@ -387,3 +387,13 @@ def test_descriptor_arguments_are_cached_by_dtype_and_alignment():
     a, b = make_descriptor(t, [32, 32]), make_descriptor(t, [64, 16])
     assert ap.value_key(a, exact=False) == ap.value_key(b, exact=False) is not None
     assert ap.value_key(a, exact=False) != ap.value_key(make_descriptor(t.float(), [32, 32]), exact=False)
+
+
+def test_a_mistyped_switch_warns_and_keeps_the_prune_on(monkeypatch):
+    monkeypatch.setattr(ap, "interpreter_enabled", lambda: False)
+    monkeypatch.setenv(ap.ENV_SWITCH, "of")
+    with pytest.warns(UserWarning, match="expected 0 or 1"):
+        assert ap.enabled()
+    monkeypatch.setenv(ap.ENV_SWITCH, "0")
+    assert not ap.enabled()
+
