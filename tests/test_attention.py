@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_bwd as fab
 from tritongpt.kernels import _compat, _spills
+from tritongpt.kernels._variants import launch_divisible
 from tritongpt.kernels.flash_attention import attention
 from tritongpt.kernels.flash_attention_bwd import TunedConfig
 
@@ -598,6 +599,33 @@ def test_wgmma_sized_tiles_ship_on_hopper_and_blackwell(cc):
                     else:
                         assert big, (kernel, d, even, causal)
     assert (128, 64, 8) in _tiles("fwd", 80)  # sm_80: the tutorial's 128x64 8-warp tile at D=128
+
+
+@pytest.mark.parametrize("t, d, aligned", [(1024, 64, True), (1000, 48, True), (100, 40, False)])
+def test_variant_forms_mark_what_the_launcher_marks(t, d, aligned):
+    """The forward's compiled forms carry the launcher's own divisibility marks (launch_divisible on the
+    arguments of a real launch over a packed-qkv view): exactly for the aligned even form; the ragged and
+    unaligned forms claim no more than a launch gets (they stand for the worst case of their class)."""
+    B, H = 2, 3
+    qkv = torch.zeros(B, t, 3, H, d, dtype=torch.float16).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D) views
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    out = torch.empty(B, H, t, d, dtype=torch.float16)
+    lse = torch.empty(B, H, t)
+    names = ("Q K V O LSE stride_qb stride_qh stride_qm stride_kb stride_kh stride_kn stride_vb stride_vh "
+             "stride_vn stride_ob stride_oh stride_om H TQ TK D").split()
+    strides = [s for x in (q, k, v, out) for s in x.stride()[:3]]
+    marked = set(launch_divisible(dict(zip(names, [q, k, v, out, lse, *strides, H, t, t, d], strict=True))))
+    even = aligned and t % 128 == 0 and d == fa._block_d(d)
+    assert fab.align_bucket(q, k, v) == int(aligned)
+    form = next(v for v in fa.fwd_variants() if v.tags["dtype"] == "fp16" and v.tags["aligned"] == aligned
+                and v.tags["even"] == even)
+    claimed = set(form.tags["divisible_by_16"])
+    if even:
+        assert claimed == marked
+    elif aligned:  # ragged: every pointer and stride; T and D unmarked (the launcher may mark some of them)
+        assert claimed <= marked and marked - claimed <= {"TQ", "TK", "D"}
+    else:  # the unaligned form claims only the fresh outputs, a subset of what any launch gets
+        assert claimed <= marked and not any(n.startswith("stride") for n in claimed)
 
 
 def _representative():
