@@ -183,10 +183,9 @@ def _worker_init(source: str) -> None:
 
 
 def _isolate_triton_cache() -> None:
-    """Give this worker a private, throw-away Triton cache: every record comes from a real compile of its
-    own inputs. With the shared cache, a record could be read from a cubin that another compile (a test's,
-    a launch's) stored under the same Triton key, and the figures differed (Triton 3.3.1: 166 vs 152
-    registers for one fused-linear variant). The records themselves are cached by inspect."""
+    """Give this worker a private, throw-away Triton cache: every record comes from a compile of its own
+    inputs in this process, never from a cubin another process (a test, a launch, another Triton build)
+    stored under the same Triton key. The records themselves are cached by inspect."""
     import atexit
     import shutil
     import tempfile
