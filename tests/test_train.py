@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -254,6 +255,11 @@ def test_ddp_gloo_matches_single_process(tmp_path, data):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tritongpt",
            "train", "--config", str(cfg), "--out", str(tmp_path / "ddp"), "--quiet", "--set", "train.batch_size=2"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 and "terminate called without an active exception" in r.stderr:
+        # gloo's transport can abort a rank at process exit (a teardown race in the library, seen once in
+        # many CI runs on a loaded 2-core machine); only that abort gets a second run.
+        shutil.rmtree(tmp_path / "ddp", ignore_errors=True)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert train(cfg, tmp_path / "single") == 0  # batch_size 4 = the same global batch
     ddp, single = losses(tmp_path / "ddp"), losses(tmp_path / "single")
