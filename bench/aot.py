@@ -90,7 +90,34 @@ def _tool(name: str) -> str:
     return path
 
 
-def _unwrap(fn: Any) -> Any:
+_LLVM_SETTLED = False
+
+
+def _settle_llvm_options() -> None:
+    """Put LLVM's process-wide options in the state every compile after the first sees.
+
+    Triton < 3.4 turns LLVM's global ``nvptx-short-ptr`` option on while emitting PTX and leaves it on,
+    but builds the module's data layout before that step: the first kernel a process compiles is
+    optimised with 64-bit shared-memory pointers, every later one with 32-bit ones, and register counts
+    differ by up to ~10% (a record then depended on which worker compiled what first). One throw-away
+    translation before the first compile gives every record the steady state; Triton >= 3.4 passes the
+    option to both steps and needs nothing.
+    """
+    global _LLVM_SETTLED
+    if _LLVM_SETTLED:
+        return
+    import triton
+
+    if tuple(int(p) for p in re.findall(r"\d+", triton.__version__)[:2]) < (3, 4):
+        from triton._C.libtriton import llvm
+
+        llvm.init_targets()
+        empty = 'target triple = "nvptx64-nvidia-cuda"\ndefine void @settle() {\n  ret void\n}\n'
+        llvm.translate_to_asm(empty, "nvptx64-nvidia-cuda", "sm_80", "", ["nvptx-short-ptr"], False, False)
+    _LLVM_SETTLED = True
+
+
+def unwrap_jit(fn: Any) -> Any:
     # Autotuner / Heuristics wrap the JITFunction in `.fn`.
     from triton.runtime.jit import JITFunction
 
@@ -129,7 +156,8 @@ def compile_kernel(
 
     if cc not in ARCH:
         raise ValueError(f"cc: expected one of {sorted(ARCH)}, got {cc}")
-    jit = _unwrap(fn)
+    jit = unwrap_jit(fn)
+    _settle_llvm_options()
     sig = dict(signature)
     for k in constexprs:
         sig[k] = "constexpr"

@@ -195,20 +195,20 @@ def _isolate_triton_cache() -> None:
     atexit.register(shutil.rmtree, path, ignore_errors=True)
 
 
-def _in_arg_order(v: Any) -> dict[str, str]:
+def in_arg_order(v: Any) -> dict[str, str]:
     """The signature with the constexprs in place, in the kernel's argument order. Triton 3.3 reads the
     signature's types by position (3.4+ by name): any other order gave arguments the wrong types there
     ("'constexpr' has no attribute 'to_ir'"). Done here, not in aot.py, whose source keys every record."""
-    from .aot import _unwrap
+    from .aot import unwrap_jit
 
-    names = list(_unwrap(v.fn).arg_names)
+    names = list(unwrap_jit(v.fn).arg_names)
     sig = {**v.signature, **{k: "constexpr" for k in v.constexprs}}
     return {k: sig[k] for k in sorted(sig, key=lambda k: names.index(k) if k in names else len(names))}
 
 
 def _compile_task(name: str, cc: int) -> dict[str, Any]:
     v = _WORKER_VARIANTS[name]
-    s = compile_kernel(v.fn, _in_arg_order(v), v.constexprs, cc=cc, num_warps=v.num_warps, num_stages=v.num_stages,
+    s = compile_kernel(v.fn, in_arg_order(v), v.constexprs, cc=cc, num_warps=v.num_warps, num_stages=v.num_stages,
                        divisible_by_16=v.tags.get("divisible_by_16"))
     occ = occupancy(cc, s.registers, s.shared_bytes, v.num_warps)
     return {
