@@ -147,7 +147,7 @@ def _decode(b: int, h: int, t_max: int, d: int, lengths: list[int], dtype=torch.
     import importlib
 
     da = importlib.import_module("tritongpt.kernels.decode_attention")
-    cfg = da._CONFIGS[da._block_d(d)]  # the GPU's config for this D, and the default SM count (132)
+    cfg = da.decode_config(d)  # the GPU's config for this D, and the default SM count (132)
     splits, split_len = da.pick_splits(b * h, t_max, cfg.block_n, da.DEFAULT_SM_COUNT)
     es = torch.finfo(dtype).bits // 8
     params = {

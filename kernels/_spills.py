@@ -75,14 +75,18 @@ def _tile(block_m: int, block_n: int, num_warps: int, num_stages: int) -> dict[s
 
 _FWD, _DKDV, _DQ = "_attn_fwd_kernel", "_attn_bwd_dkdv_kernel", "_attn_bwd_dq_kernel"
 _LIN_FWD, _LIN_DW = "_fused_linear_fwd_kernel", "_linear_bwd_dw_kernel"
+_DECODE = "_decode_split_kernel"
+# Kernels launched with one fixed config (no autotuner): their launchers read the whole form, EVEN_* too.
+FIXED_CONFIG_KERNELS = (_DECODE,)
+_DECODE_8W = {"num_warps": 8, "num_stages": 2}
 
-# Compiled with Triton 3.3.1 (what torch 2.7 pins) for sm_80 and sm_90a, every shipped pointer-path
-# variant in the launch specialisation (aligned even / ragged / unaligned forms; 920 compiles): these
-# spilled, nothing else did. An entry names facts the autotuner knows, so it covers every form of its
-# class (the spilling form is in ``measured``). sm_100a and the TMA kernels are not compiled under 3.3
-# (no tensor descriptors there). The decode split kernel's fp32 D=64 ragged single-split form spills 8 B
-# on sm_90a too; its launcher picks one config per head dim, no autotuner and no prune hook to route
-# through, so it has no entry here.
+# Compiled with Triton 3.3.1 (what torch 2.7 pins) for sm_80, sm_89 and sm_90a, every shipped pointer-path
+# variant in the launch specialisation (aligned even / ragged / unaligned forms), each compile in LLVM's
+# steady state (bench/aot.py): these spilled, nothing else did. An entry names facts the autotuner knows,
+# so it covers every form of its class (the spilling form is in ``measured``). sm_100a and the TMA kernels
+# are not compiled under 3.3 (no tensor descriptors there). The decode split kernel has no autotuner: its
+# launcher asks :func:`fallback_for` for its one config, and its entries keep BLOCK_N (the split plan
+# depends on it) and change only the warps.
 SPILLS: dict[tuple[int, int], tuple[Spill, ...]] = {
     (3, 3): (
         Spill(_DKDV, (90,), {**_tile(16, 16, 4, 2), "BLOCK_D": 128, "dtype": "fp32", "CAUSAL": False},
@@ -132,8 +136,8 @@ SPILLS: dict[tuple[int, int], tuple[Spill, ...]] = {
               measured="fp16,ragged,noncausal,unaligned@sm_90a: 255 regs + 56 B"),
         Spill(_FWD, (90,), {**_tile(64, 64, 4, 3), "BLOCK_D": 128, "dtype": _HALF, "CAUSAL": True},
               measured="fp16,ragged,unaligned@sm_90a: 255 regs + 48 B"),
-        Spill(_LIN_FWD, (80, 90), {"BLOCK_K": 32, "BLOCK_M": 128, "BLOCK_N": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4, "dtype": _HALF},
-              measured="GELU,STORE_GELU_GRAD@sm_80: 255 regs + 136 B, GELU,STORE_GELU_GRAD@sm_80: 255 regs + 144 B, GELU,STORE_GELU_GRAD@sm_90a: 255 regs + 32 B, GELU,STORE_G"),
+        Spill(_LIN_FWD, (80, 89, 90), {"BLOCK_K": 32, "BLOCK_M": 128, "BLOCK_N": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4, "dtype": _HALF},
+              measured="GELU,STORE_GELU_GRAD@sm_89: 255 regs + 152 B, GELU,STORE_GELU_GRAD@sm_80: 255 regs + 136 B, GELU,STORE_GELU_GRAD@sm_80: 255 regs + 144 B, GELU,STORE_GELU_GRAD@sm_90a: 255 regs + 32 B, GELU,STORE_G"),
         Spill(_LIN_FWD, (80,), {"BLOCK_K": 64, "BLOCK_M": 128, "BLOCK_N": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 3, "dtype": _HALF},
               measured="GELU,STORE_GELU_GRAD@sm_80: 255 regs + 128 B, GELU,STORE_GELU_GRAD@sm_80: 255 regs + 160 B"),
         Spill(_LIN_DW, (80,), {"BLOCK_K": 128, "BLOCK_M": 64, "BLOCK_N": 128, "GROUP_N": 8, "num_warps": 8, "num_stages": 3, "dtype": _HALF},
@@ -141,6 +145,20 @@ SPILLS: dict[tuple[int, int], tuple[Spill, ...]] = {
         Spill(_LIN_DW, (80, 90), {"BLOCK_K": 64, "BLOCK_M": 64, "BLOCK_N": 64, "GROUP_N": 8, "num_warps": 4, "num_stages": 3, "dtype": "fp32"},
               fallback={"BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_M": 32, "GROUP_N": 8, "num_warps": 4, "num_stages": 3},
               measured="HAS_BIAS@sm_80: 255 regs + 32 B, HAS_BIAS@sm_90a: 255 regs + 48 B; 64x64x32: 193-216 regs"),
+        Spill(_LIN_FWD, (89,), {"BLOCK_K": 32, "BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2, "dtype": _HALF,
+                                "HAS_RESIDUAL": True, "GELU": False},
+              measured="fp16,HAS_BIAS,HAS_RESIDUAL,unaligned@sm_89: 128 regs + 8 B (32x64x32 takes it)"),
+        # Decode: 8 B of stack at 56-96 registers; 8 warps on the same BLOCK_N: 60-80 registers, no stack.
+        Spill(_DECODE, (80,), {"num_warps": 4, "BLOCK_D": 16, "BLOCK_N": 128, "SINGLE": True, "EVEN_D": True, "dtype": _HALF},
+              fallback=_DECODE_8W, measured="fp16,single and fp16,append,single@sm_80: 56 regs + 8 B"),
+        Spill(_DECODE, (90,), {"num_warps": 4, "BLOCK_D": 32, "BLOCK_N": 64, "SINGLE": True, "HAS_NEW": True, "EVEN_D": True,
+                               "dtype": _HALF}, fallback=_DECODE_8W, measured="fp16,append,single@sm_90a: 56 regs + 8 B"),
+        Spill(_DECODE, (80,), {"num_warps": 4, "BLOCK_D": 64, "BLOCK_N": 64, "SINGLE": True, "HAS_NEW": True, "EVEN_D": True,
+                               "dtype": _HALF}, fallback=_DECODE_8W, measured="fp16,append,single@sm_80: 64 regs + 8 B"),
+        Spill(_DECODE, (90,), {"num_warps": 4, "BLOCK_D": 64, "BLOCK_N": 64, "SINGLE": True, "EVEN_D": False, "dtype": "fp32"},
+              fallback=_DECODE_8W, measured="fp32,ragged,single@sm_90a: 96 regs + 8 B"),
+        Spill(_DECODE, (80,), {"num_warps": 4, "BLOCK_D": 128, "BLOCK_N": 16, "HAS_NEW": True, "dtype": "fp32"},
+              fallback=_DECODE_8W, measured="fp32,append,unaligned@sm_80: 80 regs + 8 B"),
     ),
 }
 
@@ -225,6 +243,13 @@ def pruning(kernel: str, prune: Callable[..., list[Any]] | None) -> Callable[...
 def variant_facts(v: Any) -> dict[str, Any]:
     dtype = v.tags.get("dtype") or next(t[1:] for t in v.signature.values() if t.startswith("*"))
     return {**v.constexprs, "num_warps": v.num_warps, "num_stages": v.num_stages, "dtype": dtype}
+
+
+def fallback_for(kernel: str, facts: Mapping[str, Any], arch: int) -> Mapping[str, int] | None:
+    """For a launcher with one fixed config (no autotuner): the config the running Triton's entry lists in
+    place of the one described by ``facts`` (constexprs, num_warps, num_stages, dtype) on ``arch``."""
+    rule = _first_match(kernel, facts, arch)
+    return None if rule is None else rule.fallback
 
 
 def listed(v: Any, arch: int) -> Spill | None:

@@ -34,9 +34,10 @@ Scope:
 
 Block sizes: no autotuning. The split count depends on BLOCK_N and must be known on the host before
 the launch, and an autotuner would time configs on the first call (inside a CUDA-graph capture, or
-with a sync). One fixed config per BLOCK_D for every arch instead (``_CONFIGS``): decode is
-bandwidth-bound, so each streams 4-8 KiB fp16 K/V tiles with 4 warps; all forms compile spill-free
-for sm_80/sm_89/sm_90a (``variants()``, tests/test_decode_attention.py). Dots are broadcast-multiply
+with a sync). One fixed config per BLOCK_D and input alignment for every arch instead (``decode_config``):
+decode is bandwidth-bound, so each streams 4-8 KiB fp16 K/V tiles with 4 warps, half that for unaligned
+inputs (scalar loads); all forms compile spill-free for sm_80/sm_89/sm_90a (``variants()``,
+tests/test_decode_attention.py). Dots are broadcast-multiply
 + tl.sum in fp32 (one query row: no tensor-core tile to fill), so fp32 inputs are exact on GPUs too.
 
 Limits: offsets inside one (batch, head) cache slice are int32 ((T_max-1)*stride_t + D-1 < 2**31,
@@ -53,9 +54,10 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _spills
 from ._interpreter import interpreter_enabled
 from ._validate import check_same, check_tensor, device_guard
-from ._variants import KernelVariant
+from ._variants import KernelVariant, align_bucket
 from .flash_attention_bwd import _LOG2E, _alloc, check_offsets, check_scale
 
 MAX_HEAD_DIM = 128
@@ -63,6 +65,7 @@ MAX_T = 2**30  # keeps split starts + split_len inside int32
 DEFAULT_SM_COUNT = 132  # off-GPU (interpreter): an H100 SXM, so splits match a common target
 WAVES = 2  # programs per SM the split count aims for
 MIN_SPLIT_TILES = 2  # a split streams at least this many BLOCK_N tiles (amortises q load + partial write)
+_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 MERGE_BLOCK_S = 16  # splits merged per step: bounds the merge's registers whatever the split count
 
 
@@ -211,9 +214,14 @@ class DecodeConfig:
 # entry compiles spill-free for sm_80, sm_89 and sm_90a at 64-96 registers (variants()). num_stages does
 # not matter on Triton 3.9 (it software-pipelines only loads that feed tl.dot; the code for 1-3 stages is
 # identical): latency is hidden by occupancy instead, 20-32 resident warps per SM.
-_CONFIGS: dict[int, DecodeConfig] = {
-    16: DecodeConfig(128, 4, 2), 32: DecodeConfig(64, 4, 2), 64: DecodeConfig(64, 4, 2), 128: DecodeConfig(32, 4, 2),
-}
+_ALIGNED_CONFIGS = {16: DecodeConfig(128, 4, 2), 32: DecodeConfig(64, 4, 2), 64: DecodeConfig(64, 4, 2),
+                    128: DecodeConfig(32, 4, 2)}
+# Unaligned inputs (align_bucket 0: an odd view of q or a cache) compile to scalar loads, which the
+# aligned D=64/128 tiles keep in flight at 167-168 registers (two forms spill on sm_90a): half the keys
+# per step brings them back to 63-120 registers. D=16/32 keep their tiles (<= 96 registers unaligned).
+_UNALIGNED_CONFIGS = {16: DecodeConfig(128, 4, 2), 32: DecodeConfig(64, 4, 2), 64: DecodeConfig(32, 4, 2),
+                      128: DecodeConfig(16, 4, 2)}
+_CONFIGS: dict[bool, dict[int, DecodeConfig]] = {True: _ALIGNED_CONFIGS, False: _UNALIGNED_CONFIGS}
 _INTERPRET = DecodeConfig(16, 4, 1)  # small tiles so tiny test caches still span several splits
 _MERGE_WARPS = 4
 
@@ -222,10 +230,24 @@ def _block_d(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
+def decode_config(d: int, aligned: bool = True) -> DecodeConfig:
+    """The config a GPU launch uses for head dim ``d`` and inputs of that alignment (align_bucket)."""
+    return _CONFIGS[aligned][_block_d(d)]
+
+
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return DEFAULT_SM_COUNT
+
+
+def _spill_free(config: DecodeConfig, device: torch.device, facts: dict) -> DecodeConfig:
+    """The config, or the fallback the running Triton's spill entries list for this form and GPU (older
+    Tritons spill a few forms; the fallback keeps BLOCK_N, so the split plan stands)."""
+    arch = _spills.target_arch(device)
+    fb = _spills.fallback_for("_decode_split_kernel", {**facts, "num_warps": config.num_warps,
+                                                       "num_stages": config.num_stages}, arch)
+    return config if fb is None else DecodeConfig(config.block_n, fb["num_warps"], fb["num_stages"])
 
 
 def pick_splits(bh: int, t_max: int, block_n: int, sms: int, requested: int | None = None) -> tuple[int, int]:
@@ -272,9 +294,13 @@ def decode_attention_launch(
         return out
     block_d = _block_d(D)
     if config is None:
-        config = _INTERPRET if interpreter_enabled() else _CONFIGS[block_d]
+        aligned = bool(align_bucket(q, k_cache, v_cache, k_new, v_new))
+        config = _INTERPRET if interpreter_enabled() else decode_config(D, aligned)
     splits, split_len = pick_splits(B * H, T, config.block_n, _sm_count(q.device), num_splits)
     single = splits == 1
+    if q.is_cuda:
+        config = _spill_free(config, q.device, dict(BLOCK_D=block_d, BLOCK_N=config.block_n, SINGLE=single,
+                                                    HAS_NEW=has_new, EVEN_D=D == block_d, dtype=_DTYPES[q.dtype]))
     partial = _alloc((0,) if single else (B, H, splits, D), torch.float32, q.device)
     plse = _alloc((0,) if single else (B, H, splits), torch.float32, q.device)
     kn, vn = (k_new, v_new) if has_new else (q, q)  # unused pointers when not appending
@@ -379,34 +405,53 @@ def decode_attention(
     return _decode_attention_op(q, k_cache, v_cache, lengths, scale, k_new, v_new, splits, check_lengths)
 
 
+_STRIDES = ("stride_qb stride_qh stride_kb stride_kh stride_kt stride_vb stride_vh stride_vt stride_knb "
+            "stride_knh stride_vnb stride_vnh stride_l").split()
+
+
+def _divisible(aligned: bool, even: bool) -> list[str]:
+    """What Triton's launcher marks divisible by 16 in a form. Aligned inputs (align_bucket 1): every
+    pointer and every stride but the lengths' (1, a constant), plus D and T_MAX when D = BLOCK_D (a
+    cache of 16k positions). Unaligned inputs (an odd view of q or of a cache): only the fresh outputs."""
+    if not aligned:
+        return ["O", "PO", "PLSE"]
+    return ["Q", "K", "V", "KN", "VN", "LENS", "O", "PO", "PLSE", *_STRIDES[:-1], *(["D", "T_MAX"] if even else [])]
+
+
+def _split_forms(block_d: int):
+    """(dtype, append, single, even D, lengths dtype, aligned) forms of the split kernel to compile."""
+    # bf16 compiles to fp16's code but for its converts: one form of it per head dim.
+    forms = [(dt, new, single, even, "i32", True) for dt in ("fp16", "fp32") for new in (True, False)
+             for single in (True, False) for even in (True, False)]
+    forms += [("bf16", True, False, True, "i32", True)]
+    forms += [("fp16", True, False, True, "i64", True)] * (block_d == 64)
+    # Unaligned inputs: the split path (single differs only in its final store).
+    forms += [(dt, new, False, even, "i32", False) for dt in ("fp16", "fp32") for new in (True, False)
+              for even in (True, False)]
+    return forms
+
+
 def variants() -> list[KernelVariant]:
-    """Split kernel per shipped BLOCK_D config x fp16/fp32 x {append, not} x {single, split} x {even, ragged
-    D} with int32 lengths (plus one bf16 and one int64-lengths form), and the merge kernel per BLOCK_D x
-    dtype; every one for sm_80, sm_89 and sm_90a."""
+    """Split kernel per shipped config: BLOCK_D x fp16/fp32 x {append, not} x {single, split} x {even,
+    ragged D} with int32 lengths for aligned inputs (plus one bf16 and one int64-lengths form), the split
+    path again for unaligned inputs with that table's config, and the merge kernel per BLOCK_D x dtype;
+    every one for sm_80, sm_89 and sm_90a."""
     out = []
-    strides = ("stride_qb stride_qh stride_kb stride_kh stride_kt stride_vb stride_vh stride_vt stride_knb "
-               "stride_knh stride_vnb stride_vnh stride_l").split()
-    # Triton specialises integer arguments divisible by 16 at run time: cache strides are (multiples of D = 16k).
-    aligned = ["Q", "K", "V", "KN", "VN", "LENS", "O", "PO", "PLSE", *strides[2:8]]
-    for block_d, cfg in _CONFIGS.items():
-        # bf16 compiles to fp16's code but for its converts: one form of it per head dim.
-        forms = [(dt, new, single, even, "i32") for dt in ("fp16", "fp32") for new in (True, False)
-                 for single in (True, False) for even in (True, False)]
-        forms += [("bf16", True, False, True, "i32")]
-        forms += [("fp16", True, False, True, "i64")] * (block_d == 64)
-        for dt, new, single, even, lens in forms:
+    for block_d in _CONFIGS[True]:
+        for dt, new, single, even, lens, aligned in _split_forms(block_d):
+            cfg = _CONFIGS[aligned][block_d]
             sig = {p: "*" + dt for p in ("Q", "K", "V", "KN", "VN", "O")}
-            sig.update(LENS="*" + lens, PO="*fp32", PLSE="*fp32", **{s: "i32" for s in strides},
+            sig.update(LENS="*" + lens, PO="*fp32", PLSE="*fp32", **{s: "i32" for s in _STRIDES},
                        H="i32", T_MAX="i32", D="i32", SPLITS="i32", SPLIT_LEN="i32", qk_scale="fp32")
             out.append(KernelVariant(
                 name=f"decode_attention_split[D={block_d},BN={cfg.block_n},w={cfg.num_warps},s={cfg.num_stages},"
                      f"{dt}{'' if even else ',ragged'}{',append' if new else ''}{',single' if single else ''}"
-                     f"{',lens64' if lens == 'i64' else ''}]",
+                     f"{',lens64' if lens == 'i64' else ''}{'' if aligned else ',unaligned'}]",
                 fn=_decode_split_kernel, signature=sig,
                 constexprs=dict(HAS_NEW=new, SINGLE=single, BLOCK_N=cfg.block_n, BLOCK_D=block_d, EVEN_D=even),
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, archs=(80, 89, 90),
                 tags={"kernel": "split", "D": block_d, "dtype": dt, "even": even, "append": new, "single": single,
-                      "divisible_by_16": aligned},
+                      "aligned": aligned, "divisible_by_16": _divisible(aligned, even)},
             ))
         for dt in ("fp16", "bf16", "fp32"):
             out.append(KernelVariant(

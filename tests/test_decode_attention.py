@@ -319,28 +319,77 @@ def test_int32_slice_offsets_rejected():
 
 
 def test_variants_cover_every_form():
-    vs = da.variants()
+    # The table's own forms: an older Triton's spill entries (kernels/_spills.py) prune variants() further.
+    vs = getattr(da.variants, "__wrapped__", da.variants)()
     assert len({v.name for v in vs}) == len(vs)
-    forms = {(t["D"], t["dtype"], t["even"], t["append"], t["single"])
-             for v in vs if (t := v.tags)["kernel"] == "split"}
-    # fp16 and fp32 in every form; bf16 (fp16's code but for converts) once per head dim.
-    every = {(d, dt, e, a, s) for d in (16, 32, 64, 128) for dt in ("fp16", "fp32")
+    split = [v for v in vs if v.tags["kernel"] == "split"]
+    forms = {(t["D"], t["dtype"], t["even"], t["append"], t["single"], t["aligned"]) for v in split if (t := v.tags)}
+    # Aligned inputs: fp16 and fp32 in every form; bf16 (fp16's code but for converts) once per head dim.
+    every = {(d, dt, e, a, s, True) for d in (16, 32, 64, 128) for dt in ("fp16", "fp32")
              for e in (True, False) for a in (True, False) for s in (True, False)}
-    assert {f for f in forms if f[1] != "bf16"} == every
-    assert {f for f in forms if f[1] == "bf16"} == {(d, "bf16", True, True, False) for d in (16, 32, 64, 128)}
+    assert {f for f in forms if f[1] != "bf16" and f[5]} == every
+    assert {f for f in forms if f[1] == "bf16"} == {(d, "bf16", True, True, False, True) for d in (16, 32, 64, 128)}
+    # Unaligned inputs: the split path in every dtype x append x even form, with the unaligned table.
+    assert {f for f in forms if not f[5]} == {(d, dt, e, a, False, False) for d in (16, 32, 64, 128)
+                                             for dt in ("fp16", "fp32") for e in (True, False) for a in (True, False)}
+    for v in split:
+        cfg = da.decode_config(v.tags["D"], v.tags["aligned"])
+        assert (v.constexprs["BLOCK_N"], v.num_warps, v.num_stages) == (cfg.block_n, cfg.num_warps, cfg.num_stages)
+        marks = set(v.tags["divisible_by_16"])
+        # What the launcher marks: everything aligned (D and T_MAX only when D = BLOCK_D), else only outputs.
+        if v.tags["aligned"]:
+            assert {"K", "V", "stride_kt", "stride_vt"} <= marks and ("D" in marks) == v.tags["even"]
+        else:
+            assert marks == {"O", "PO", "PLSE"}
     assert {(v.tags["D"], v.tags["dtype"]) for v in vs if v.tags["kernel"] == "merge"} == {
         (d, dt) for d in (16, 32, 64, 128) for dt in ("fp16", "bf16", "fp32")}
     assert all(v.archs == (80, 89, 90) for v in vs)
 
 
+@pytest.mark.parametrize("view", ["aligned", "odd_q", "odd_cache"])
+def test_unaligned_inputs_get_the_unaligned_config(view, monkeypatch):
+    """A GPU launch picks its config by align_bucket: an odd view of q (base not 16-byte aligned) or a
+    cache whose rows are not 16-element multiples compiles to scalar loads and gets the smaller tile."""
+    monkeypatch.setattr(da, "interpreter_enabled", lambda: False)  # the GPU's table, run on the interpreter
+    picked = []
+    real = da.decode_config
+    monkeypatch.setattr(da, "decode_config", lambda d, aligned=True: picked.append(aligned) or real(d, aligned))
+    q, k, v, lengths = _make(2, 2, 40, 64, torch.float32, "cpu", [40, 17])
+    if view == "odd_q":
+        q = torch.randn(2 * 2 * 64 + 1)[1:].view(2, 2, 64)
+    elif view == "odd_cache":
+        k = torch.randn(2, 2, 40, 72)[..., :64]
+    check(decode_attention(q, k, v, lengths), q, k, v, lengths)
+    assert picked == [view == "aligned"]
+    assert real(64, False).block_n < real(64, True).block_n
+
+
+def test_an_older_tritons_spilling_form_gets_its_listed_fallback(monkeypatch):
+    """Triton 3.3 compiles a few decode forms with 8 B of stack: the launcher takes the listed fallback (same
+    BLOCK_N, 8 warps) for exactly those forms and GPUs; other Tritons and forms keep the table's config."""
+    from tritongpt.kernels import _compat, _spills
+
+    facts = dict(BLOCK_D=64, BLOCK_N=64, SINGLE=True, HAS_NEW=False, EVEN_D=False, dtype="fp32")
+    cfg = da.decode_config(64)
+    monkeypatch.setattr(_spills, "target_arch", lambda device: 90)
+    monkeypatch.setattr(_compat, "triton_version", lambda: (3, 3))
+    assert da._spill_free(cfg, torch.device("cpu"), facts) == da.DecodeConfig(cfg.block_n, 8, 2)
+    assert da._spill_free(cfg, torch.device("cpu"), {**facts, "SINGLE": False}) == cfg
+    monkeypatch.setattr(_spills, "target_arch", lambda device: 80)
+    assert da._spill_free(cfg, torch.device("cpu"), facts) == cfg
+    monkeypatch.setattr(_compat, "triton_version", lambda: (3, 9))
+    monkeypatch.setattr(_spills, "target_arch", lambda device: 90)
+    assert da._spill_free(cfg, torch.device("cpu"), facts) == cfg
+
+
 @pytest.mark.skipif(os.environ.get("TRITONGPT_SKIP_AOT") == "1", reason="AOT checks disabled")
 def test_aot_representative_spill_free():
-    """The heaviest forms (D=128 ragged with append, each dtype; both merges at D=128) compile for
+    """The heaviest forms (D=64/128 ragged with append, each dtype, aligned and not; both merges at D=128) compile for
     sm_80 and sm_90a without spills (shared AOT inspector, cached on disk by kernel source)."""
     from tritongpt.bench import inspect as ins
 
-    picked = [v for v in da.variants() if v.tags["D"] == 128 and (
-        v.tags["kernel"] == "merge" and v.tags["dtype"] != "bf16"
+    picked = [v for v in da.variants() if v.tags["D"] in (64, 128) and (
+        v.tags["kernel"] == "merge" and v.tags["dtype"] != "bf16" and v.tags["D"] == 128
         or v.tags["kernel"] == "split" and not v.tags["even"] and v.tags["append"] and not v.tags["single"])]
     pairs = [(v, cc) for v in picked for cc in (80, 90)]
     findings = ins.check_pairs(pairs, "tritongpt.kernels.decode_attention:variants")

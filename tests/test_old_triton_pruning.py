@@ -55,7 +55,8 @@ def test_entries_name_shipped_configs_by_facts_the_autotuner_knows():
     shipped = [v for m in MODULES for v in _unpruned(m)]
     for version, entries in _spills.SPILLS.items():
         for e in entries:
-            assert not [k for k in e.form if k.startswith("EVEN")], e
+            if e.kernel not in _spills.FIXED_CONFIG_KERNELS:  # a fixed-config launcher knows EVEN_* up front
+                assert not [k for k in e.form if k.startswith("EVEN")], e
             hits = [(v.name, cc) for v in shipped for cc in e.archs
                     if _spills.kernel_name(v.fn) == e.kernel and e.matches(_spills.variant_facts(v), cc)]
             assert hits, f"Triton {version}: {e} matches no shipped variant"
