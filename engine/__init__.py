@@ -2,6 +2,7 @@
 
 from .config import GPTConfig
 from .generation import generate, stream
+from .instruct_data import format_instruction
 from .kv_cache import KVCache
 from .model import GPT
 from .sampling import SamplingParams
@@ -10,5 +11,5 @@ from .weights import CheckpointError
 
 __all__ = [
     "GPT", "GPTConfig", "GPT2Tokenizer", "CharTokenizer", "CheckpointError", "KVCache", "SamplingParams",
-    "generate", "stream",
+    "format_instruction", "generate", "stream",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -40,24 +41,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate_cli import main as generate_main
-
-    return generate_main(args)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from tritongpt.bench.cli import main as bench_main
-
-    return bench_main(args)
-
-
-def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import main as prepare_main
-
-    return prepare_main(args)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import main as train_main
 
@@ -79,6 +62,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from tritongpt.bench.gate import main as gate_main
 
     return gate_main(args)
+
+
+# Subcommands whose module provides ``add_arguments(parser)`` and ``main(args) -> exit code``.
+MODULE_COMMANDS = (
+    ("prepare", "tokenize a corpus (shakespeare, text, .jsonl, .jsonl.zst) into shards", "tritongpt.engine.prepare"),
+    ("finetune", "fine-tune a pretrained GPT: classify (a classification head) or instruct (Alpaca-style "
+     "instructions), with metrics, plots and the fine-tuned model", "tritongpt.engine.finetune"),
+    ("classify", "label texts with a classifier from `tritongpt finetune classify`", "tritongpt.engine.classify_cli"),
+    ("generate", "generate text with the KV cache (streaming, sampling, stop strings)",
+     "tritongpt.engine.generate_cli"),
+    ("bench", "benchmark suites: kernels, train, generate, all (GPU), report, compare", "tritongpt.bench.cli"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,12 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(s)
     s.set_defaults(func=_cmd_inspect)
 
-    s = sub.add_parser("prepare", help="tokenize a corpus (shakespeare, text, .jsonl, .jsonl.zst) into shards")
-    from .prepare import add_arguments as add_prepare_arguments
-
-    add_prepare_arguments(s)
-    s.set_defaults(func=_cmd_prepare)
-
     s = sub.add_parser("train", help="train a GPT from a run config (DDP under torchrun), with exact resume")
     s.add_argument("--config", required=True, type=Path, help="run config TOML ([model], [data], [train])")
     s.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, metrics.jsonl, loss.png")
@@ -121,17 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar or samples")
     s.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("generate", help="generate text with the KV cache (streaming, sampling, stop strings)")
-    from .generate_cli import add_arguments as add_generate_arguments
-
-    add_generate_arguments(s)
-    s.set_defaults(func=_cmd_generate)
-
-    s = sub.add_parser("bench", help="benchmark suites: kernels, train, generate, all (GPU), report, compare")
-    from tritongpt.bench.cli import add_arguments as add_bench_arguments
-
-    add_bench_arguments(s)
-    s.set_defaults(func=_cmd_bench)
+    for name, help_text, module in MODULE_COMMANDS:
+        mod = importlib.import_module(module)
+        s = sub.add_parser(name, help=help_text)
+        mod.add_arguments(s)
+        s.set_defaults(func=mod.main)
 
     s = sub.add_parser("demo", help="the main job `make demo` runs: prepare Shakespeare, train, sample")
     s.add_argument("--out", default="out/demo", help="run folder (replaced on each demo run)")

@@ -27,10 +27,14 @@ class GPTConfig:
     # Embeddings, attention probabilities and residual branches.
     dropout: float = setting(0.0, "float", ge=0, lt=1, aliases=("resid_pdrop", "pdrop"))
     bias: bool = setting(True, "bool")  # GPT-2 has biases in every Linear and LayerNorm
+    # The fused q/k/v projection's bias alone; None (or no key in a TOML file) follows ``bias``.
+    qkv_bias: bool | None = setting(None, "bool", optional=True, aliases=("attention_bias", "add_qkv_bias"))
     layer_norm_eps: float = setting(1e-5, "float", gt=0, aliases=("layer_norm_epsilon", "ln_eps"))
     # Round the embedding/LM-head rows up to a multiple of 64 (50257 -> 50304): faster matmuls.
     # The extra rows are zero, their logits are sliced off before loss and sampling.
     pad_vocab: bool = setting(False, "bool")
+    # The LM head shares the token-embedding matrix (GPT-2); false gives the head its own weight.
+    tie_embeddings: bool = setting(True, "bool", aliases=("tie_word_embeddings", "tie_word_embedding"))
     # "torch" reference, "triton" kernels, "auto": triton on CUDA else torch.
     backend: str = setting("auto", "choice", choices=BACKENDS)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown keys from files
@@ -48,6 +52,11 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def has_qkv_bias(self) -> bool:
+        """Whether the attention's c_attn has a bias: ``qkv_bias``, or ``bias`` when that is None."""
+        return self.bias if self.qkv_bias is None else self.qkv_bias
 
     @property
     def padded_vocab_size(self) -> int:

@@ -4,10 +4,14 @@ The model comes from ``--checkpoint`` (a tritongpt checkpoint folder) or ``--hf-
 GPT-2 folder); prompts from ``--prompt`` (repeatable) or ``--prompt-file`` (one prompt per line, or a
 ``.jsonl`` file of ``{"prompt": ...}`` objects / JSON strings). With ``--stream`` text is printed as it
 is produced (prompts one after another); otherwise all prompts run as one ragged batch and each
-completion is printed when done. Stop strings end a row early. The tokenizer (``--tokenizer``, else the
-checkpoint's, else GPT-2's) may be smaller than the model's vocabulary, and sampling then never draws an id
-it cannot decode; a larger one is an error. The last line (stderr) has the time to
-the first token, the inter-token latency and the throughput.
+completion is printed when done. Stop strings end a row early. An empty prompt (``--prompt ""``, or
+``""`` in a ``.jsonl`` file) generates unconditionally, from the tokenizer's end-of-text token; with the
+GPT-2 tokenizer the text ``<|endoftext|>`` in a prompt is that token too. A prompt longer than the context
+window keeps its last ``block_size`` tokens (a note on stderr says how many were dropped), and
+``--max-new-tokens`` may run past the window (``--window-shift`` trades exactness for speed there). The
+tokenizer (``--tokenizer``, else the checkpoint's, else GPT-2's) may be smaller than the model's vocabulary,
+and sampling then never draws an id it cannot decode; a larger one is an error. The last line (stderr) has
+the time to the first token, the inter-token latency and the throughput.
 """
 
 from __future__ import annotations
@@ -20,10 +24,9 @@ from pathlib import Path
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="tritongpt checkpoint folder (config.json + model.safetensors)")
-    src.add_argument("--hf-dir", type=Path, help="Hugging Face GPT-2 folder (config.json + weights)")
-    src.add_argument("--preset", help="a preset with random weights (smoke tests and benchmarks)")
+    from .model_source import add_model_arguments
+
+    add_model_arguments(s)
     p = s.add_mutually_exclusive_group(required=True)
     p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
     p.add_argument("--prompt-file", type=Path, help="one prompt per line, or .jsonl with a 'prompt' field")
@@ -35,8 +38,10 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--repetition-penalty", type=float, default=None)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    s.add_argument("--window-shift", type=int, default=None, metavar="N",
+                   help="past the context window, drop the oldest N tokens at once and re-prefill once per N new "
+                        "tokens (faster, approximate; default: exact, re-prefill every token)")
     s.add_argument("--stream", action="store_true", help="print text as it is produced")
-    s.add_argument("--tokenizer", default=None, help="'gpt2' or a tokenizer JSON file (default: from the checkpoint)")
     s.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="default: bfloat16 on CUDA, float32 on CPU")
@@ -45,23 +50,47 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start, faster tokens)")
 
 
-def read_prompts(args: argparse.Namespace) -> list[str]:
+def read_prompts(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``(where, text)`` per prompt: ``where`` names it in messages; an empty text is unconditional."""
     if args.prompt is None:
         return _read_prompt_file(args.prompt_file)
-    for i, text in enumerate(args.prompt, 1):
+    return [(f"--prompt: prompt {i}", text) for i, text in enumerate(args.prompt, 1)]
+
+
+def encode_prompts(tok, prompts: list[tuple[str, str]]) -> list[list[int]]:
+    """Token ids per prompt. An empty prompt is the end-of-text token alone, the context GPT-2 saw at
+    every document start; prompts encode the text ``<|endoftext|>`` as that token where the tokenizer has
+    one (documents are joined with it in training), where the Python API's ``encode`` keeps it plain text
+    by default."""
+    eot, out = getattr(tok, "eot_token", None), []
+    for where, text in prompts:
+        if not text and eot is None:
+            raise ValueError(f"{where}: empty prompt, and the {tok.name} tokenizer has no end-of-text token to "
+                             "start unconditional generation from; give the prompt some text")
         if not text:
-            raise ValueError(f"--prompt: prompt {i} is empty (a prompt needs at least one character)")
-    return list(args.prompt)
+            out.append([eot])
+        else:
+            out.append(tok.encode(text, allow_special=True) if eot is not None else tok.encode(text))
+    return out
 
 
-def _read_prompt_file(path: Path) -> list[str]:
+def _note_cropped(prompts: list[tuple[str, str]], ids: list[list[int]], block_size: int) -> None:
+    for (where, _), p in zip(prompts, ids, strict=True):
+        if len(p) > block_size:
+            print(f"note: {where}: {len(p)} tokens, longer than the model's context window ({block_size}): "
+                  f"generation starts from its last {block_size} tokens ({len(p) - block_size} dropped)",
+                  file=sys.stderr)
+
+
+def _read_prompt_file(path: Path) -> list[tuple[str, str]]:
     try:
         raw = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ValueError(f"--prompt-file: cannot read {path} ({e.strerror})") from e
     except UnicodeDecodeError as e:
         raise ValueError(f"--prompt-file: {path} is not UTF-8 text (byte {e.start})") from e
-    out = [_prompt_line(path, n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
+    out = [(f"--prompt-file: {path}:{n}", _prompt_line(path, n, line))
+           for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
     if not out:
         raise ValueError(f"--prompt-file: {path} has no prompts")
     return out
@@ -77,8 +106,6 @@ def _prompt_line(path: Path, n: int, line: str) -> str:
     obj = obj.get("prompt") if isinstance(obj, dict) else obj
     if not isinstance(obj, str):
         raise ValueError(f"--prompt-file: {path}:{n}: expected a string or an object with a 'prompt' string")
-    if not obj:
-        raise ValueError(f"--prompt-file: {path}:{n}: empty prompt (a prompt needs at least one character)")
     return obj
 
 
@@ -86,61 +113,15 @@ def load_model_and_tokenizer(args: argparse.Namespace):
     import torch
 
     from .devices import resolve_device
-    from .model import GPT
+    from .model_source import load_model, model_folder
 
-    folder = _model_folder(args)
+    model_folder(args)  # a bad --checkpoint / --hf-dir is named before --device
     device = resolve_device(args.device, "--device")  # checked before the model is loaded
-    # An explicit --tokenizer is read first: a wrong path fails before a large model is loaded.
-    named = (_named_tokenizer(args.tokenizer), f"--tokenizer {args.tokenizer}") if args.tokenizer else None
-    model = GPT.from_preset(args.preset) if args.preset else GPT.from_pretrained(folder)
-    tok, origin = named or _default_tokenizer(folder, args.checkpoint is not None)
-    if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"{origin}: the tokenizer has {tok.vocab_size} tokens but the model's vocabulary only "
-                         f"{model.config.vocab_size}; use the tokenizer the model was trained with")
+    model, tok, _ = load_model(args)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = model.to(device=device, dtype=dtype).eval()
     model.backend = args.backend
     return model, tok
-
-
-def _model_folder(args: argparse.Namespace) -> Path | None:
-    """--checkpoint / --hf-dir, checked: an existing folder with a config.json."""
-    folder, flag = (args.checkpoint, "--checkpoint") if args.checkpoint else (args.hf_dir, "--hf-dir")
-    if folder is None:
-        return None
-    if not folder.is_dir():
-        why = "it is a file" if folder.exists() else "it does not exist"
-        raise ValueError(f"{flag}: {folder}: not a folder ({why}); expected a folder with config.json + weights")
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{flag}: {folder}: no config.json in this folder (expected config.json + weights)")
-    return folder
-
-
-def _named_tokenizer(value: str):
-    from .tokenizer import get_tokenizer, load_tokenizer
-
-    if value == "gpt2":
-        return get_tokenizer("gpt2")
-    try:
-        return load_tokenizer(value)
-    except OSError as e:
-        raise ValueError(f"--tokenizer: {e.filename}: {e.strerror} (expected 'gpt2' or a tokenizer JSON file)") from e
-    except ValueError as e:
-        raise ValueError(f"--tokenizer: {e}") from e
-
-
-def _default_tokenizer(folder: Path | None, checkpoint: bool):
-    """(tokenizer, where it came from): the checkpoint's own, else GPT-2's."""
-    from .tokenizer import get_tokenizer, load_tokenizer, tokenizer_from_dict
-
-    if folder is not None:
-        config = folder / "config.json"
-        meta = json.loads(config.read_text(encoding="utf-8"))  # the model loader has validated it
-        if isinstance(meta, dict) and isinstance(meta.get("tokenizer"), dict):
-            return tokenizer_from_dict(meta["tokenizer"], source=f"{config}: tokenizer"), f"{config}: tokenizer"
-        if checkpoint and (folder / "tokenizer.json").exists():
-            return load_tokenizer(folder / "tokenizer.json"), str(folder / "tokenizer.json")
-    return get_tokenizer("gpt2"), "the default tokenizer (gpt2)"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -148,13 +129,15 @@ def main(args: argparse.Namespace) -> int:
     from .textstream import TextStream
 
     try:
-        texts = read_prompts(args)
+        given = read_prompts(args)
+        texts = [t for _, t in given]
         model, tok = load_model_and_tokenizer(args)
-        prompts = [tok.encode(t) for t in texts]
+        prompts = encode_prompts(tok, given)
         eos = getattr(tok, "eot_token", None)
         kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                   repetition_penalty=args.repetition_penalty, seed=args.seed, eos_token_id=eos,
-                  vocab_limit=tok.vocab_size)  # a smaller tokenizer: never sample an id it cannot decode
+                  vocab_limit=tok.vocab_size,  # a smaller tokenizer: never sample an id it cannot decode
+                  window_shift=args.window_shift)
         validate_request(model, prompts, args.max_new_tokens, **kw)  # every error before any output
         for s in args.stop:
             if not s:
@@ -163,6 +146,7 @@ def main(args: argparse.Namespace) -> int:
         from .errors import report_error
 
         return report_error(e)
+    _note_cropped(given, prompts, model.config.block_size)
     graph = False if args.no_cuda_graph else None
     skip = [eos] if eos is not None else []
     groups = [[i] for i in range(len(prompts))] if args.stream else [list(range(len(prompts)))]

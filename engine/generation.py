@@ -14,109 +14,31 @@ sampling noise is drawn before each replay (one launch, no sync), and tokens are
 capture fails the step runs eagerly (a warning says so).
 
 A returned row ends with ``eos_token_id`` when it stopped there (the EOS token is included).
+
+Past the context window (``context_window``): a prompt keeps its last ``block_size`` tokens, and a row
+that reaches the window is cropped and re-prefilled. The repetition penalty still sees the whole row: the
+prompt as given and every token generated. Unconditional generation starts from the end-of-text token
+(``[[50256]]`` for GPT-2); an empty prompt is an error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import numbers
 import secrets
 import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 
+from .context_window import WindowTracker, crop
 from .kv_cache import KVCache
-from .sampling import SamplingParams, draw_noise, is_int, sample
+from .request import Request, validate_request
+from .sampling import SamplingParams, draw_noise, sample
 
 SYNC_EVERY = 16  # generate(): tokens reach the host (and EOS is checked) every this many steps
 _CAPACITY_ROUND = 256  # cached GPU runners round the cache capacity up to this, to be reused
-
-
-@dataclass(frozen=True)
-class Request:
-    prompts: list[list[int]]
-    max_new_tokens: int
-    params: SamplingParams
-    seed: int | None
-    eos: tuple[int, ...]
-
-
-def _as_token_list(name: str, p: object, vocab: int) -> list[int]:
-    if isinstance(p, torch.Tensor):
-        if p.dim() != 1 or p.dtype.is_floating_point or p.dtype.is_complex or p.dtype == torch.bool:
-            raise ValueError(f"{name}: expected a 1-D integer tensor, got {p.dtype} {tuple(p.shape)}")
-        p = p.tolist()
-    if isinstance(p, (str, bytes)) or not isinstance(p, Sequence):
-        raise ValueError(f"{name}: expected a list of token ids, got {type(p).__name__} (encode text first)")
-    if len(p) == 0:
-        raise ValueError(f"{name}: empty prompt (a prompt needs at least one token)")
-    for j, t in enumerate(p):
-        if not is_int(t):
-            raise ValueError(f"{name}[{j}]: expected an integer token id, got {t!r}")
-        if not 0 <= t < vocab:
-            raise ValueError(f"{name}[{j}]: token id {t} outside the vocabulary [0, {vocab})")
-    return [int(t) for t in p]
-
-
-def _check_vocab_limit(vocab_limit: object, model_vocab: int) -> int:
-    """The ids a request may use: ``vocab_limit`` (a smaller tokenizer's size) or the model's vocabulary."""
-    if vocab_limit is None:
-        return model_vocab
-    if not is_int(vocab_limit) or not 1 <= vocab_limit <= model_vocab:
-        raise ValueError(f"vocab_limit: expected an integer in [1, {model_vocab}] (the tokenizer's size; the "
-                         f"model has {model_vocab} ids), got {vocab_limit!r}")
-    return int(vocab_limit)
-
-
-def validate_request(
-    model, prompts, max_new_tokens, *, temperature=1.0, top_k=None, top_p=None, min_p=None,
-    repetition_penalty=None, seed=None, eos_token_id=None, vocab_limit=None,
-) -> Request:
-    """Check every argument before any work; ``ValueError``/``TypeError`` names the culprit.
-    ``vocab_limit``: only ids below it are sampled, and prompts and EOS must be below it too."""
-    from .model import GPT
-
-    if not isinstance(model, GPT):
-        raise TypeError(f"model: expected a tritongpt.engine.GPT, got {type(model).__name__}")
-    cfg = model.config
-    if isinstance(prompts, torch.Tensor) and prompts.dim() == 2:
-        prompts = list(prompts)
-    elif isinstance(prompts, torch.Tensor) or (isinstance(prompts, Sequence) and prompts and is_int(prompts[0])):
-        prompts = [prompts]  # one prompt given as a flat list / 1-D tensor
-    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
-        raise ValueError(f"prompts: expected a list of token-id lists, got {type(prompts).__name__}")
-    if len(prompts) == 0:
-        raise ValueError("prompts: expected at least one prompt, got an empty list")
-    if not is_int(max_new_tokens) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens: expected an integer >= 0, got {max_new_tokens!r}")
-    vocab = _check_vocab_limit(vocab_limit, cfg.vocab_size)
-    rows = [_as_token_list(f"prompts[{i}]", p, vocab) for i, p in enumerate(prompts)]
-    for i, r in enumerate(rows):
-        if len(r) + max_new_tokens > cfg.block_size:
-            raise ValueError(
-                f"prompts[{i}]: {len(r)} prompt tokens + max_new_tokens {max_new_tokens} = "
-                f"{len(r) + max_new_tokens} exceeds the model's context window ({cfg.block_size})")
-    limit = vocab if vocab < cfg.vocab_size else None
-    params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, limit).validate()
-    if seed is not None and (not is_int(seed) or not 0 <= seed < 2**63):
-        raise ValueError(f"seed: expected an integer in [0, 2**63) or None, got {seed!r}")
-    return Request(rows, int(max_new_tokens), params, seed, _eos_ids(eos_token_id, vocab))
-
-
-def _eos_ids(eos_token_id: object, vocab: int) -> tuple[int, ...]:
-    if eos_token_id is None:
-        return ()
-    ids = [eos_token_id] if isinstance(eos_token_id, numbers.Number) else eos_token_id
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or not ids:
-        raise ValueError(f"eos_token_id: expected a token id or a non-empty list of them, got {eos_token_id!r}")
-    for t in ids:
-        if not is_int(t) or not 0 <= t < vocab:
-            raise ValueError(f"eos_token_id: {t!r} is not a token id in [0, {vocab})")
-    return tuple(int(t) for t in ids)
 
 
 def batch_bucket(n: int) -> int:
@@ -212,14 +134,13 @@ class DecodeRunner:
             self._step(kv_bound)
 
     def start(self, req: Request, generator: torch.Generator) -> None:
-        """Prefill the prompts into the cache and pick every row's first token (rows past the batch
-        are padding: done from the start)."""
+        """Prefill the prompts (each cropped to the context window) into the cache and pick every row's
+        first token (rows past the batch are padding: done from the start)."""
         B, dev = len(req.prompts), self.tokens.device
-        lens = torch.tensor([len(p) for p in req.prompts], dtype=torch.long)
-        T = int(lens.max())
-        # Pad with each row's own first token, so the presence mask sees no foreign token.
-        idx = torch.tensor([p + [p[0]] * (T - len(p)) for p in req.prompts], dtype=torch.long).to(dev)
-        lens = lens.to(dev)
+        block = self.model.config.block_size
+        ctx = [crop(p, block) for p in req.prompts]
+        lens = torch.tensor([len(p) for p in ctx], dtype=torch.long, device=dev)
+        idx = _padded(ctx, dev)
         self.is_eos.zero_()
         if req.eos:
             self.is_eos[list(req.eos)] = True
@@ -227,7 +148,9 @@ class DecodeRunner:
         if self.presence is not None:
             self.presence.zero_()
             presence = self.presence[:B]
-            presence.scatter_(1, idx, True)
+            # The penalty sees the whole prompt, also a part cropped off before the window.
+            cropped = any(len(p) > block for p in req.prompts)
+            presence.scatter_(1, _padded(req.prompts, dev) if cropped else idx, True)
         logits = self.model.forward_prefill(idx, self.cache, lens - 1)
         noise = None
         if self.noise is not None:
@@ -244,6 +167,12 @@ class DecodeRunner:
         self.emit[:B] = True
         if presence is not None:
             presence.scatter_(1, first[:, None], True)
+
+
+def _padded(rows: list[list[int]], dev) -> torch.Tensor:
+    # Right-padded with each row's own first token, so the presence mask sees no foreign token.
+    T = max(len(p) for p in rows)
+    return torch.tensor([p + [p[0]] * (T - len(p)) for p in rows], dtype=torch.long).to(dev)
 
 
 # Cached CUDA runners per model (the captured graph and cache are reused by the next call).
@@ -349,15 +278,21 @@ def _steps(model, req: Request, sync_every: int, cuda_graph: bool | None, compil
         hist = torch.empty(runner.bucket, width, dtype=torch.long, device=dev)
         emit = torch.empty(runner.bucket, width, dtype=torch.bool, device=dev)
         hist[:, 0], emit[:, 0] = runner.next, runner.emit
-        col, T = 1, max(len(p) for p in req.prompts)
+        col, T = 1, max(min(len(p), model.config.block_size) for p in req.prompts)
         eager_bound = runner.graph is None and model.backend == "torch" and not runner.compiled
+        # Only a request whose rows can reach the end of the cache needs the window bookkeeping.
+        window = WindowTracker(req.prompts, runner, req.window_shift) if T + n - 1 > runner.cache.capacity else None
         for step in range(1, n + 1):
-            if col == width or step == n:  # host sync: hand over tokens, stop when every row is done
+            due = window is not None and step >= window.due_at  # a row may need its context cropped
+            if col == width or step == n or due:  # host sync: hand over tokens, stop when every row is done
                 toks, mask, done = hist[:B, :col].tolist(), emit[:B, :col].tolist(), runner.done[:B].tolist()
-                yield [(r, toks[r][c]) for c in range(col) for r in range(B) if mask[r][c]]
+                events = [(r, toks[r][c]) for c in range(col) for r in range(B) if mask[r][c]]
+                yield events
                 col = 0
                 if step == n or all(done):
                     break
+                if window is not None:
+                    window.sync(step, events, done)
             if runner.noise is not None:
                 draw_noise(runner.noise, gen)
             runner.step(min(T + step, runner.cache.capacity) if eager_bound else None)
@@ -372,15 +307,17 @@ def generate(
     model, prompts, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
     top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
     seed: int | None = None, eos_token_id: int | Sequence[int] | None = None, cuda_graph: bool | None = None,
-    compile: bool = False, vocab_limit: int | None = None,
+    compile: bool = False, vocab_limit: int | None = None, window_shift: int | None = None,
 ) -> list[list[int]]:
     """Generate up to ``max_new_tokens`` tokens after each prompt (lists of token ids, any lengths).
     Returns one list of new tokens per prompt. ``cuda_graph=None`` captures on CUDA, False never;
     ``compile=True`` runs the decode forward through ``torch.compile`` (slow first call);
-    ``vocab_limit=tokenizer.vocab_size`` never produces an id the tokenizer cannot decode."""
+    ``vocab_limit=tokenizer.vocab_size`` never produces an id the tokenizer cannot decode.
+    Past the context window the context is cropped: exactly (every step re-prefills) by default, or
+    ``window_shift`` tokens at a time, an approximation that re-prefills once per that many tokens."""
     req = validate_request(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id,
-                           vocab_limit=vocab_limit)
+                           vocab_limit=vocab_limit, window_shift=window_shift)
     out: list[list[int]] = [[] for _ in req.prompts]
     for events in run(model, req, cuda_graph=cuda_graph, compile=compile):
         for r, t in events:
@@ -392,13 +329,13 @@ def stream(
     model, prompts, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
     top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
     seed: int | None = None, eos_token_id: int | Sequence[int] | None = None, cuda_graph: bool | None = None,
-    compile: bool = False, vocab_limit: int | None = None,
+    compile: bool = False, vocab_limit: int | None = None, window_shift: int | None = None,
 ) -> Iterator[tuple[int, int]]:
     """Like ``generate`` but yields ``(row, token)`` as each step completes. Arguments are validated
     when this is called, before the first token is requested."""
     req = validate_request(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, eos_token_id=eos_token_id,
-                           vocab_limit=vocab_limit)
+                           vocab_limit=vocab_limit, window_shift=window_shift)
 
     def events() -> Iterator[tuple[int, int]]:
         for batch in run(model, req, sync_every=1, cuda_graph=cuda_graph, compile=compile):

@@ -1,4 +1,5 @@
-"""GPT-2, exactly: learned token + position embeddings, pre-LN blocks, tied LM head.
+"""GPT-2, exactly: learned token + position embeddings, pre-LN blocks, tied LM head (by default:
+``GPTConfig.tie_embeddings`` and ``qkv_bias`` give the untied / bias-free-attention variants).
 
 Every compute op goes through ``engine/ops.py`` so the ``triton`` backend can swap in the
 hand-written kernels. The residual stream is carried lazily: each block hands the next one its
@@ -19,22 +20,25 @@ from . import ops
 from .config import GPTConfig
 
 
-def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, low: int = 0) -> None:
+def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, low: int | None = 0) -> None:
     """Refuse ids outside [low, vocab_size) before an embedding lookup turns them into an IndexError
-    (CPU) or a device-side assert that kills the process (CUDA). On CUDA the check is asynchronous,
-    so it costs no host sync; it is skipped while compiling or capturing a CUDA graph."""
+    (CPU) or a device-side assert that kills the process (CUDA); ``low=None`` checks the upper bound
+    only (targets, where every negative id means "ignored"). On CUDA the check is asynchronous, so it
+    costs no host sync; it is skipped while compiling or capturing a CUDA graph."""
     if ids.numel() == 0 or torch.compiler.is_compiling():
         return
+    span = f"[{0 if low is None else low}, {vocab_size})"
     if ids.is_cuda:
         if not torch.cuda.is_current_stream_capturing():
-            torch._assert_async(((ids >= low) & (ids < vocab_size)).all(),
-                                f"{name}: token id outside the vocabulary [{low}, {vocab_size})")
+            ok = ids < vocab_size if low is None else (ids >= low) & (ids < vocab_size)
+            torch._assert_async(ok.all(), f"{name}: token id outside the vocabulary {span}")
         return
     lo, hi = (int(v) for v in torch.aminmax(ids))
-    if lo < low or hi >= vocab_size:
-        bad = lo if lo < low else hi
-        raise ValueError(f"{name}: token id {bad} is outside the model's vocabulary [{low}, {vocab_size}) "
-                         f"(vocab_size = {vocab_size})")
+    if (low is not None and lo < low) or hi >= vocab_size:
+        bad = hi if hi >= vocab_size else lo
+        note = "; negative ids are ignored" if low is None else ""
+        raise ValueError(f"{name}: token id {bad} is outside the model's vocabulary {span} "
+                         f"(vocab_size = {vocab_size}){note}")
 
 
 class LayerNorm(nn.Module):
@@ -58,7 +62,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = cfg.n_head
         self.head_dim = cfg.head_dim
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # fused q, k, v
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.has_qkv_bias)  # fused q, k, v
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
@@ -145,7 +149,9 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """GPT-2 language model. ``model(idx)`` -> logits (B, T, vocab);
-    ``model(idx, targets)`` -> ``(logits, loss)`` (targets == -1 are ignored)."""
+    ``model(idx, targets)`` -> ``(logits, loss)``, the mean cross-entropy over the positions whose
+    target is >= 0: every negative target (PyTorch's -100, the data loaders' -1) is ignored. As with
+    ``F.cross_entropy``, a batch whose targets are all ignored has a NaN loss (0 / 0)."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -162,7 +168,8 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(config.n_embd, V, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied
+        if config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) (two adds per block).
         std = 0.02 / math.sqrt(2 * config.n_layer)
@@ -170,8 +177,14 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=std)
         with torch.no_grad():
-            self.transformer.wte.weight[config.vocab_size:].zero_()  # padding rows
+            for w in self._vocab_matrices():
+                w[config.vocab_size:].zero_()  # padding rows
         self.backend = config.backend
+
+    def _vocab_matrices(self) -> list[nn.Parameter]:
+        """The distinct matrices with a row per (padded) vocabulary entry: wte, and the head when untied."""
+        wte, head = self.transformer.wte.weight, self.lm_head.weight
+        return [wte] if head is wte else [wte, head]
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -215,29 +228,34 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"idx: expected an integer tensor of shape (B, T), got {idx.dtype} {tuple(idx.shape)}")
-        B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"idx: sequence length {T} exceeds the context window {self.config.block_size}")
-        check_token_ids(idx, self.config.vocab_size, "idx")
         if targets is not None:
-            check_token_ids(targets, self.config.vocab_size, "targets", low=-1)
-        pos = torch.arange(T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        residual = None
-        for block in self.transformer.h:
-            x, residual = block(x, residual)
-        x, _ = self.transformer.ln_f(x, residual)
-        logits = self.lm_head(x)
+            check_token_ids(targets, self.config.vocab_size, "targets", low=None)
+        logits = self.lm_head(self.hidden_states(idx))
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]  # padded rows never count
         if targets is None:
             return logits
         if targets.shape != idx.shape:
             raise ValueError(f"targets: expected shape {tuple(idx.shape)}, got {tuple(targets.shape)}")
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        # Every negative target becomes the one ignore_index: -100 (PyTorch's) and -1 (ours) alike.
+        flat = targets.reshape(-1).clamp_min(-1)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat, ignore_index=-1)
         return logits, loss
+
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm's output (B, T, n_embd): what the LM head (or a task head) reads."""
+        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"idx: expected an integer tensor of shape (B, T), got {idx.dtype} {tuple(idx.shape)}")
+        T = idx.shape[1]
+        if T > self.config.block_size:
+            raise ValueError(f"idx: sequence length {T} exceeds the context window {self.config.block_size}")
+        check_token_ids(idx, self.config.vocab_size, "idx")
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        residual = None
+        for block in self.transformer.h:
+            x, residual = block(x, residual)
+        return self.transformer.ln_f(x, residual)[0]
 
     # ---- KV-cache inference (see generation.py) ---------------------------------------------
     def _logits(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -275,11 +293,16 @@ class GPT(nn.Module):
 
     # ---- bookkeeping ---------------------------------------------------------------------
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
-        """Parameters counted once (tied weights), padded vocabulary rows excluded."""
+        """Parameters counted once (a tied head shares wte), padded vocabulary rows excluded from every
+        matrix that has them. ``exclude_embeddings`` drops the tables that are only looked up: wpe, and
+        wte when the head has its own weight (a tied wte is also the head's matmul, so it stays)."""
+        cfg = self.config
+        vocab = self._vocab_matrices()
         n = sum(p.numel() for p in self.parameters())
-        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        n -= (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd * len(vocab)
         if exclude_embeddings:
             n -= self.transformer.wpe.weight.numel()
+            n -= cfg.vocab_size * cfg.n_embd * (len(vocab) - 1)  # an untied wte
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> int:

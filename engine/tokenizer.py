@@ -95,7 +95,7 @@ class CharTokenizer:
 
     name = "char"
 
-    def __init__(self, chars: Iterable[str], unk: str | None = None) -> None:
+    def __init__(self, chars: Iterable[str], unk: str | None = None, eot: bool = False) -> None:
         self.chars = list(dict.fromkeys(chars))
         if not self.chars or any(len(c) != 1 for c in self.chars):
             raise ValueError("chars: expected a non-empty sequence of single characters")
@@ -103,14 +103,25 @@ class CharTokenizer:
         if unk is not None and unk not in self.stoi:
             raise ValueError(f"unk: {unk!r} is not in the vocabulary")
         self.unk = unk
-        self.vocab_size = len(self.chars)
-        self.eot_token = None
+        # With ``eot``, one more id (after the characters) is the end-of-text token: padding and the stop
+        # token of fine-tuning, the start of unconditional generation.
+        self.eot_token = len(self.chars) if eot else None
+        self.vocab_size = len(self.chars) + bool(eot)
 
     @classmethod
-    def from_text(cls, text: str, unk: str | None = None) -> CharTokenizer:
-        return cls(sorted(set(text)), unk=unk)
+    def from_text(cls, text: str, unk: str | None = None, eot: bool = False) -> CharTokenizer:
+        return cls(sorted(set(text)), unk=unk, eot=eot)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """Text -> ids; with ``allow_special`` (and an end-of-text token) ``<|endoftext|>`` is that token."""
+        if allow_special and self.eot_token is not None and EOT in text:
+            out: list[int] = []
+            for i, part in enumerate(text.split(EOT)):
+                out += [self.eot_token] * (i > 0) + self._encode_plain(part)
+            return out
+        return self._encode_plain(text)
+
+    def _encode_plain(self, text: str) -> list[int]:
         try:
             return [self.stoi[c] for c in text]
         except KeyError:
@@ -125,13 +136,19 @@ class CharTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         out = []
         for i in ids:
-            if not 0 <= int(i) < self.vocab_size:
+            if int(i) == self.eot_token:
+                out.append(EOT)
+                continue
+            if not 0 <= int(i) < len(self.chars):
                 raise ValueError(f"ids: {i} is outside the vocabulary [0, {self.vocab_size})")
             out.append(self.chars[int(i)])
         return "".join(out)
 
     def to_dict(self) -> dict:
-        return {"type": "char", "chars": "".join(self.chars), "unk": self.unk}
+        d = {"type": "char", "chars": "".join(self.chars), "unk": self.unk}
+        if self.eot_token is not None:
+            d["eot"] = True
+        return d
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
@@ -167,7 +184,10 @@ def _char_from_dict(d: dict, source: str) -> CharTokenizer:
                              "its id, so each must appear once")
     if unk is not None and (not isinstance(unk, str) or unk not in list(chars)):
         raise TokenizerError(f"{source}: 'unk' {unk!r} is not one of its characters")
-    return CharTokenizer(chars, unk=unk)
+    eot = d.get("eot", False)
+    if not isinstance(eot, bool):
+        raise TokenizerError(f"{source}: 'eot' must be true or false (an end-of-text token after the characters)")
+    return CharTokenizer(chars, unk=unk, eot=eot)
 
 
 def load_tokenizer(path: str | Path) -> GPT2Tokenizer | CharTokenizer:

@@ -1,4 +1,5 @@
-"""The training loop: AdamW, warmup + cosine LR, clipping, accumulation, autocast, DDP, checkpoints.
+"""Language-model training: AdamW groups, warmup + cosine LR, the batch draws, run warnings, `tritongpt train`
+(the loop itself: ``train_steps.py``).
 
 Data: every optimizer step draws its global batch (``batch_size`` x world size rows per micro-step)
 from a generator seeded by (seed, step, micro-step); rank r takes rows [r*B, (r+1)*B). So each rank's
@@ -6,6 +7,8 @@ stream is disjoint from the others', a single process with the same global batch
 same rows as a DDP job, and the data position of a checkpoint is simply its step: ``--resume``
 continues with the very batches the uninterrupted run would have drawn. Dropout draws from the
 global RNG, whose state is checkpointed too, so a resumed CPU run repeats the uninterrupted losses.
+``train.sampling = "epoch"`` replaces the random draws by an epoch order with the same properties
+(``epoch_sampling.py``); validation windows are drawn alike in both modes.
 
 MFU = flops_per_token (6N + 6LTC, forward + backward, ``GPT.flops_per_token``) x tokens/s per GPU /
 the GPU's dense bf16 peak from ``bench/devices.py``; an unknown GPU gets ``null``, a CPU run none.
@@ -13,11 +16,7 @@ the GPU's dense bf16 peak from ``bench/devices.py``; an unknown GPU gets ``null`
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,15 @@ def batch_rows(n_tokens: int, T: int, rows: int, seed: int, step: int, micro: in
     return torch.randint(0, n_tokens - T, (rows,), generator=g)
 
 
+def batch_source(t, n_tokens: int, T: int, world: int, rank: int, sampler=None):
+    """``draw(step, micro)``: this rank's window starts, from ``sampler`` (an ``EpochSampler``) when
+    given, else from ``batch_rows`` (rank r takes rows [r*B, (r+1)*B) of the global micro-batch)."""
+    B = t.batch_size
+    if sampler is not None:
+        return lambda step, micro: torch.from_numpy(sampler.starts(step, micro, rank))
+    return lambda step, micro: batch_rows(n_tokens, T, B * world, t.seed, step, micro)[rank * B: (rank + 1) * B]
+
+
 class Windows:
     """(x, y) int64 batches of T-token windows from a token dataset (``TokenDataset``)."""
 
@@ -86,76 +94,6 @@ class Windows:
         return x.contiguous(), y.contiguous()
 
 
-def _dist() -> tuple[int, int, int]:
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return 0, 1, 0
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-
-
-class _Stop:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and exits 0."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _Stop:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.signal = signum
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    """The CPU generator and the training GPU's. Every rank seeds alike and draws alike, so rank 0's
-    state is every rank's: saving all GPUs' generators of process 0 (``get_rng_state_all``) would
-    hand rank r, on resume, process 0's never-used generator for GPU r instead."""
-    st = {"rng_cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        st["rng_cuda"] = torch.cuda.get_rng_state(device)
-    return st
-
-
-def _set_rng_state(st: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(st["rng_cpu"])
-    cuda = st.get("rng_cuda")
-    if device.type != "cuda" or cuda is None:
-        return
-    if isinstance(cuda, (list, tuple)):  # a per-GPU list (older checkpoints): this GPU's entry, if any
-        i = device.index if device.index is not None else torch.cuda.current_device()
-        if i >= len(cuda):
-            return
-        cuda = cuda[i]
-    torch.cuda.set_rng_state(cuda, device)
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """On resume, drop lines of steps after the checkpoint (the interrupted run logged them)."""
-    from .fsutil import atomic_write_text
-
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if _step_of(ln) <= last_step]
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
-
-def _step_of(line: str) -> float:
-    """A metrics line's step; inf (dropped) for a line a kill cut short or that is not a record."""
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError:
-        return math.inf
-    step = rec.get("step", 0) if isinstance(rec, dict) else None
-    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else math.inf
-
-
 def warn(msg: str) -> None:
     """One ``warning: ...`` line on stderr (shown with --quiet too: it is not progress)."""
     print(f"warning: {' '.join(msg.split())}", file=sys.stderr, flush=True)
@@ -166,7 +104,9 @@ def run_warnings(t, block_size: int, world: int, split_tokens: dict[str, int]) -
     out = []
     rows = t.batch_size * world
     for split, n in split_tokens.items():
-        if rows * block_size > n:
+        if split == "train" and t.sampling == "epoch":
+            out += _epoch_warnings(t, block_size, rows, n)
+        elif rows * block_size > n:
             out.append(f"train.batch_size x block_size = {rows} x {block_size} = {rows * block_size} tokens exceeds "
                        f"the {split} split's {n} tokens: windows are drawn with replacement, so a batch repeats "
                        "tokens")
@@ -174,6 +114,19 @@ def run_warnings(t, block_size: int, world: int, split_tokens: dict[str, int]) -
         out.append(f"train.warmup_iters = {t.warmup_iters} exceeds train.max_iters = {t.max_iters}: the learning "
                    f"rate never reaches train.lr = {t.lr}")
     return out
+
+
+def _epoch_warnings(t, block_size: int, rows: int, n_tokens: int) -> list[str]:
+    """Epoch sampling repeats a window within a step only when one step holds more than an epoch."""
+    from .epoch_sampling import window_count
+
+    windows = window_count(n_tokens, block_size, t.stride or block_size)
+    per_step = rows * t.grad_accum
+    if 0 < windows < per_step:
+        return [f"one step's batch (batch_size x world size x grad_accum = {per_step} windows) exceeds the "
+                f"{windows} windows of an epoch (train.stride = {t.stride or block_size}): a step spans "
+                "several epochs and repeats windows"]
+    return []
 
 
 def check_run_folder(out: Path) -> None:

@@ -139,7 +139,11 @@ def read_meta(path: Path, model) -> dict[str, Any]:
     if not isinstance(meta["model"], dict):
         raise CheckpointError(f"{f}: 'model' is {meta['model']!r}, expected an object of model settings "
                               "(damaged checkpoint?)")
-    diffs = _differences(meta["model"], model.config.to_dict())
+    try:  # through GPTConfig: a checkpoint written before a setting existed carries that setting's default
+        saved = type(model.config).from_dict(meta["model"], strict=False).to_dict()
+    except ValueError as e:
+        raise CheckpointError(f"{f}: 'model' settings are invalid ({e})") from None
+    diffs = _differences(saved, model.config.to_dict())
     if diffs:
         raise CheckpointMismatch(f"{path}: checkpoint from another model config ({'; '.join(diffs[:4])})")
     return meta

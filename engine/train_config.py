@@ -40,6 +40,10 @@ class TrainConfig:
                                         aliases=("checkpoint_interval", "save_interval"))
     keep_last: int = setting(2, "int", ge=1)
     seed: int = setting(1337, "int", ge=0)
+    # random: windows drawn per (seed, step); epoch: each stride window once per epoch (epoch_sampling.py).
+    sampling: str = setting("random", "choice", choices=("random", "epoch"))
+    stride: int | None = setting(None, "int", ge=1, optional=True)  # epoch window spacing (default: block_size)
+    epochs: int | None = setting(None, "int", ge=1, optional=True)  # epoch run length: derives max_iters
     backend: str = setting("auto", "choice", choices=("auto", "torch", "triton"))
     compile: bool = setting(False, "bool")
     # auto: bf16 autocast on CUDA, fp32 on CPU.
@@ -57,6 +61,10 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         validate_fields(self, "train")
+        for key in ("stride", "epochs"):  # a setting that would do nothing is refused, never ignored
+            if self.sampling != "epoch" and getattr(self, key) is not None:
+                raise ValueError(f"train.{key}: only used with train.sampling = \"epoch\" (sampling is "
+                                 f"{self.sampling!r}); set train.sampling = \"epoch\" or remove train.{key}")
         return self
 
 
@@ -71,7 +79,7 @@ class RunConfig:
         return {"model": dict(self.model), "data": self.data, "train": dataclasses.asdict(self.train)}
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """``--set`` values are TOML scalars (numbers, true/false, quoted strings); bare words are strings."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -131,8 +139,15 @@ def apply_overrides(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
         table = raw.setdefault(section, {})
         if not isinstance(table, dict):
             raise ValueError(f"--set {item}: {section} is not a table in the config file")
-        table[name] = _parse_value(value)
+        table[name] = parse_value(value)
     return raw
+
+
+def check_run_length(table: dict[str, Any]) -> None:
+    """``epochs`` derives ``max_iters``: a config (file and --set together) may give one of them only."""
+    if "epochs" in table and "max_iters" in table:
+        raise ValueError("train.epochs: train.max_iters is set too; epochs derives the run length "
+                         "(ceil(epochs x windows per epoch / global batch) steps), so remove one of them")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -170,5 +185,6 @@ def load_run_config(path: str | Path, sets: list[str] | None = None) -> RunConfi
     if not isinstance(data, str) or not data:
         raise ValueError(f"{path}: [data] dir = \"PATH\" (a folder written by `tritongpt prepare`) is required")
     model = resolve_model(raw.get("model", {}), str(path))
+    check_run_length(raw.get("train", {}))
     train = TrainConfig(**raw.get("train", {}))
     return RunConfig(model=model, data=data, train=train, source=str(path))

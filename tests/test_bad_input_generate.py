@@ -151,6 +151,8 @@ def test_larger_default_gpt2_via_preset_and_hf_dir(tmp_path, capsys, gpt2_ranks)
     code, _, err = cli(capsys, "generate", "--preset", "tiny", "--prompt", "a", "--max-new-tokens", 2)
     assert code == 2 and "50257 tokens" in err and "gpt2" in err, err
     transformers = pytest.importorskip("transformers")
+    # Its log handler may hold an earlier test's closed stderr: a warning would print "Logging error".
+    transformers.logging.set_verbosity_error()
     cfg = transformers.GPT2Config(vocab_size=300, n_positions=32, n_embd=16, n_layer=1, n_head=2)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "hf")
     code, _, err = cli(capsys, "generate", "--hf-dir", tmp_path / "hf", "--prompt", "a", "--max-new-tokens", 2)
@@ -234,8 +236,10 @@ def test_tokenizer_path_errors(tmp_path, capsys, ckpt, make, message):
 
 # ---- generate: files and flags -----------------------------------------------------------------------------
 @pytest.mark.parametrize("argv,message", [
-    (["--prompt", ""], "--prompt: prompt 1 is empty"),
-    (["--prompt", "ab", "--prompt", ""], "--prompt: prompt 2 is empty"),
+    # A char tokenizer has no end-of-text token to start an empty (unconditional) prompt from.
+    (["--prompt", ""], "--prompt: prompt 1: empty prompt, and the char tokenizer has no end-of-text token"),
+    (["--prompt", "ab", "--prompt", ""], "--prompt: prompt 2: empty prompt"),
+    (["--prompt", "ab", "--window-shift", 0], "window_shift"),
     (["--prompt", "ab", "--max-new-tokens", -1], "max_new_tokens"),
     (["--prompt", "ab", "--top-p", 2], "top_p"),
     (["--prompt", "ab", "--top-k", 0], "top_k"),
@@ -251,7 +255,7 @@ def test_generate_flag_errors(ckpt, capsys, argv, message):
     ("missing.txt", lambda p: None, "No such file"),
     ("folder", lambda p: p.mkdir(), "Is a directory"),
     ("latin1.txt", lambda p: p.write_bytes(b"caf\xe9\n"), "not UTF-8 text (byte 3)"),
-    ("p.jsonl", lambda p: p.write_text('{"prompt": ""}\n'), ":1: empty prompt"),
+    ("p.jsonl", lambda p: p.write_text('{"prompt": ""}\n'), ":1: empty prompt, and the char tokenizer has no end"),
 ])
 def test_prompt_file_errors(ckpt, capsys, tmp_path, name, make, message):
     path = tmp_path / name

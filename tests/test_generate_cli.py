@@ -9,7 +9,7 @@ import string
 import pytest
 import torch
 
-from tritongpt.engine import GPT, generate
+from tritongpt.engine import GPT, assets, generate, generation
 from tritongpt.engine.cli import main
 from tritongpt.engine.tokenizer import CharTokenizer
 
@@ -87,7 +87,8 @@ def test_hf_dir_with_gpt2_tokenizer(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--prompt", "\u00e9"], "not in the 97-character vocabulary"),
-    (["--prompt", "ab", "--max-new-tokens", 100], "context window"),
+    (["--prompt", "ab", "--max-new-tokens", 100, "--window-shift", 0], "window_shift"),
+    (["--prompt", ""], "no end-of-text token"),
     (["--prompt", "ab", "--temperature", -1], "temperature"),
     (["--prompt", "ab", "--top-p", 2], "top_p"),
     (["--prompt", "ab", "--stop", ""], "--stop"),
@@ -102,3 +103,60 @@ def test_errors_exit_2_with_a_message(ckpt, capsys, argv, message):
 def test_missing_checkpoint(capsys, tmp_path):
     code, _, err = run(capsys, "--checkpoint", tmp_path / "nope", "--prompt", "a")
     assert code == 2 and "not a folder" in err
+
+
+def test_past_the_context_window(ckpt, capsys):
+    d, m, tok = ckpt  # block_size 64
+    for extra in ([], ["--window-shift", 8]):
+        kw = dict(window_shift=8) if extra else {}
+        want = tok.decode(generate(m, [tok.encode("Hello")], 100, temperature=0, **kw)[0])
+        code, out, err = run(capsys, "--checkpoint", d, "--prompt", "Hello", "--max-new-tokens", 100,
+                             "--temperature", 0, "--stream", *extra)
+        assert code == 0 and out == "Hello" + want + "\n", err
+        assert "100 tokens" in err
+
+
+def test_long_prompt_is_cropped_with_a_note(ckpt, capsys):
+    d, m, tok = ckpt
+    prompt = "The quick brown fox jumps over the lazy dog. " * 2  # 90 characters: 26 over the window
+    want = tok.decode(generate(m, [tok.encode(prompt)[-64:]], 10, temperature=0)[0])
+    code, out, err = run(capsys, "--checkpoint", d, "--prompt", prompt, "--max-new-tokens", 10, "--temperature", 0)
+    assert code == 0 and out == prompt + want + "\n", err
+    note = err.strip().splitlines()[0]
+    assert note.startswith("note: --prompt: prompt 1: 90 tokens") and "last 64 tokens (26 dropped)" in note
+
+
+def test_empty_prompt_without_an_end_of_text_token_is_one_error_line(ckpt, capsys):
+    d, _, _ = ckpt
+    code, out, err = run(capsys, "--checkpoint", d, "--prompt", "", "--max-new-tokens", 4)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "error: --prompt: prompt 1: empty prompt, and the char tokenizer has no end-of-text token to start "
+        "unconditional generation from; give the prompt some text"]
+
+
+@pytest.fixture(scope="module")
+def gpt2_ckpt(tmp_path_factory):
+    """A tiny model over GPT-2's vocabulary; its checkpoint names no tokenizer, so GPT-2's is used."""
+    if not assets.gpt2_ranks_path().exists():
+        pytest.skip("GPT-2 ranks not provisioned (`tritongpt assets --gpt2`)")
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("gpt2") / "tiny"
+    GPT.from_preset("tiny", vocab_size=50257).save(d)
+    return d
+
+
+def test_empty_prompt_starts_from_end_of_text(gpt2_ckpt, capsys, monkeypatch):
+    seen, real = [], generation.stream
+
+    def spy(model, prompts, *args, **kwargs):  # records the token ids the CLI hands to generation
+        seen.append(prompts)
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "stream", spy)
+    code, out, err = run(capsys, "--checkpoint", gpt2_ckpt, "--prompt", "", "--prompt", "Hi<|endoftext|>",
+                         "--max-new-tokens", 5, "--seed", 0)
+    assert code == 0 and STATS.search(err), err
+    assert seen[0][0] == [50256]  # the empty prompt
+    assert seen[0][1][-1] == 50256 and len(seen[0][1]) == 2  # "Hi", then the special token, not its text
+    assert re.search(r"\| (\d+) tokens", err).group(1) != "0"

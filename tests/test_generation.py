@@ -216,10 +216,10 @@ BAD = [
     (dict(prompts=[[1, 97]]), "prompts[0][1]: token id 97 outside the vocabulary"),
     (dict(prompts=[[1, -1]]), "outside the vocabulary"),
     (dict(prompts=[[1, 2.0]]), "prompts[0][1]: expected an integer"),
-    (dict(prompts=[[1] * 95]), "exceeds the model's context window"),
     (dict(max_new_tokens=-1), "max_new_tokens"),
     (dict(max_new_tokens=True), "max_new_tokens"),
-    (dict(max_new_tokens=95), "exceeds the model's context window"),
+    (dict(window_shift=0), "window_shift"),
+    (dict(window_shift=97), "window_shift"),
     (dict(temperature=-0.1), "temperature"),
     (dict(temperature=float("nan")), "temperature"),
     (dict(top_k=0), "top_k"),
@@ -252,6 +252,17 @@ def test_validation(monkeypatch, kwargs, message):
         generate(m, prompts, n, **args)
     with pytest.raises(ValueError):
         stream(m, prompts, n, **args)  # raises on the call, not on the first next()
+
+
+def test_unconditional_generation_starts_from_the_end_of_text_token():
+    m = GPT.from_preset("tiny", vocab_size=50257).eval()  # GPT-2's vocabulary: <|endoftext|> is 50256
+    out = generate(m, [[50256]], 6, temperature=0)
+    assert len(out) == 1 and len(out[0]) == 6
+    assert generate(m, [50256], 6, temperature=0) == out  # a flat one-token prompt
+    with pytest.raises(ValueError, match=r"prompts: expected at least one prompt"):
+        generate(m, [], 6)
+    with pytest.raises(ValueError, match=r"prompts\[0\]: empty prompt .*end-of-text token, e\.g\. \[\[50256\]\]"):
+        generate(m, [[]], 6)
 
 
 def test_model_type_checked():

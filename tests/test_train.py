@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tritongpt.engine import run_state
 from tritongpt.engine.cli import main
 from tritongpt.engine.train import TrainingError, batch_rows, lr_at
 from tritongpt.engine.train_config import TrainConfig, load_run_config
@@ -200,19 +201,18 @@ def test_resume_takes_this_runs_optimizer_flags(tmp_path):
 def test_cuda_rng_state_is_the_training_gpus(monkeypatch):
     """Only the training GPU's generator is saved and restored (rank 0's state is every rank's);
     an older per-GPU list restores this GPU's entry, and one from a machine with fewer GPUs nothing."""
-    from tritongpt.engine import train
 
     calls = []
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.tensor([device.index]))
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": calls.append((int(state[0]),
                                                                                                    device.index)))
     dev = torch.device("cuda", 1)
-    st = train._rng_state(dev)
-    assert int(st["rng_cuda"][0]) == 1 and "rng_cuda" not in train._rng_state(torch.device("cpu"))
-    train._set_rng_state(st, dev)
-    train._set_rng_state({**st, "rng_cuda": [torch.tensor([7]), torch.tensor([8])]}, dev)
-    train._set_rng_state({**st, "rng_cuda": [torch.tensor([7])]}, dev)
-    train._set_rng_state(st, torch.device("cpu"))
+    st = run_state.rng_state(dev)
+    assert int(st["rng_cuda"][0]) == 1 and "rng_cuda" not in run_state.rng_state(torch.device("cpu"))
+    run_state.set_rng_state(st, dev)
+    run_state.set_rng_state({**st, "rng_cuda": [torch.tensor([7]), torch.tensor([8])]}, dev)
+    run_state.set_rng_state({**st, "rng_cuda": [torch.tensor([7])]}, dev)
+    run_state.set_rng_state(st, torch.device("cpu"))
     assert calls == [(1, 1), (8, 1)]
 
 
