@@ -78,7 +78,7 @@ class InstructTask:
         return self._collate([self.enc["train"][int(i)] for i in self.order.indices(step, micro, self.rank)])
 
     def loss(self, model, batch: tuple) -> torch.Tensor:
-        return model(*batch)[1]
+        return model(*batch, return_logits=False)[1]
 
     def evaluate(self, model) -> dict[str, float]:
         out = {}
@@ -87,7 +87,7 @@ class InstructTask:
             total = 0.0
             for i in range(0, len(rows), self.t.batch_size):
                 chunk = rows[i:i + self.t.batch_size]
-                total += model(*self._collate(chunk))[1].item() * len(chunk)
+                total += model(*self._collate(chunk), return_logits=False)[1].item() * len(chunk)
             out[key] = total / len(rows)
         return out
 

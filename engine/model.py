@@ -41,6 +41,11 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int, name: str, low: int | No
                          f"(vocab_size = {vocab_size}){note}")
 
 
+def _ignore_negative(targets: torch.Tensor) -> torch.Tensor:
+    """Every negative target (PyTorch's -100, the loaders' -1) becomes the ops' one ignore index."""
+    return targets.masked_fill(targets < 0, ops.IGNORE_INDEX)
+
+
 class LayerNorm(nn.Module):
     """LayerNorm whose forward optionally fuses the residual add: returns ``(y, h)``."""
 
@@ -150,8 +155,10 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """GPT-2 language model. ``model(idx)`` -> logits (B, T, vocab);
     ``model(idx, targets)`` -> ``(logits, loss)``, the mean cross-entropy over the positions whose
-    target is >= 0: every negative target (PyTorch's -100, the data loaders' -1) is ignored. As with
-    ``F.cross_entropy``, a batch whose targets are all ignored has a NaN loss (0 / 0)."""
+    target is >= 0: every negative target (PyTorch's -100, the data loaders' -1) is ignored, and a batch
+    whose targets are all ignored has loss 0 with zero gradients. ``return_logits=False`` returns
+    ``(None, loss)``: training and evaluation take it, and on the triton backend the head and the loss
+    run as one fused op that never materialises the logits (``kernels.linear_cross_entropy``)."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -226,21 +233,25 @@ class GPT(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, return_logits: bool = True
+    ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor]:
         if targets is not None:
             check_token_ids(targets, self.config.vocab_size, "targets", low=None)
-        logits = self.lm_head(self.hidden_states(idx))
-        if self.config.padded_vocab_size != self.config.vocab_size:
-            logits = logits[..., : self.config.vocab_size]  # padded rows never count
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets: expected shape {tuple(idx.shape)}, got {tuple(targets.shape)}")
+        h = self.hidden_states(idx)
+        V = self.config.vocab_size
+        if targets is not None and not return_logits:
+            # The head and the loss in one op: on the triton backend the (B*T, V) logits never exist.
+            # Padded vocabulary rows stay out of the log-sum-exp and get no gradient.
+            flat = _ignore_negative(targets.reshape(-1))
+            return None, ops.lm_loss(h.reshape(-1, h.size(-1)), self.lm_head.weight[:V], flat, backend=self.backend)
+        logits = self.lm_head(h)
+        if self.config.padded_vocab_size != V:
+            logits = logits[..., :V]  # padded rows never count
         if targets is None:
             return logits
-        if targets.shape != idx.shape:
-            raise ValueError(f"targets: expected shape {tuple(idx.shape)}, got {tuple(targets.shape)}")
-        # Every negative target becomes the one ignore_index: -100 (PyTorch's) and -1 (ours) alike.
-        flat = targets.reshape(-1).clamp_min(-1)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat, ignore_index=-1)
-        return logits, loss
+        return logits, ops.mean_cross_entropy(logits.reshape(-1, V), _ignore_negative(targets.reshape(-1)))
 
     def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
         """The final LayerNorm's output (B, T, n_embd): what the LM head (or a task head) reads."""

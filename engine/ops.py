@@ -117,6 +117,29 @@ def linear(
     return y if residual is None else y + residual
 
 
+IGNORE_INDEX = -100
+
+
+def mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean fp32 cross-entropy over the rows whose target is not ``IGNORE_INDEX``; 0 (with zero gradients)
+    when every row is ignored, where ``F.cross_entropy``'s mean would be 0/0."""
+    total = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (targets != IGNORE_INDEX).sum().clamp_min(1)
+
+
+def lm_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, backend: str = "torch"
+            ) -> torch.Tensor:
+    """The LM head and its loss in one: mean cross-entropy of ``x @ weight.T`` (x (N, C), weight (V, C),
+    targets (N,) with ``IGNORE_INDEX`` for ignored rows). ``"triton"`` never materialises the (N, V)
+    logits (``kernels.linear_cross_entropy``); ``"torch"`` does."""
+    if backend == "triton":
+        dt = _autocast_dtype(x)
+        if dt is not None:
+            x, weight = _cast(dt, x, weight)
+        return _kernels().linear_cross_entropy(x, weight, targets, ignore_index=IGNORE_INDEX)
+    return mean_cross_entropy(F.linear(x, weight), targets)
+
+
 SMALL_BATCH = 16  # decode rows up to which the CPU weight-streaming GEMM form below wins
 
 

@@ -50,13 +50,13 @@ class LMTask:
         return self.train_w.get(self.draw(step, micro), self.s.device)
 
     def loss(self, model, batch: tuple) -> torch.Tensor:
-        return model(*batch)[1]  # not the logits: kept alive, they would outlive the backward
+        return model(*batch, return_logits=False)[1]  # no logits: fused head + loss on the triton backend
 
     def evaluate(self, model) -> dict[str, float]:
         total = 0.0
         for chunk in self.val_starts.split(self.t.batch_size):
             x, y = self.val_w.get(chunk, self.s.device)
-            total += model(x, y)[1].item() * len(chunk)
+            total += model(x, y, return_logits=False)[1].item() * len(chunk)
         loss = total / len(self.val_starts)
         return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
 

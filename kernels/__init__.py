@@ -24,10 +24,11 @@ if __name__ == "tritongpt.kernels":
     from .flash_attention import attention
     from .fused_linear import gelu_linear, linear
     from .layernorm import layer_norm
+    from .linear_cross_entropy import linear_cross_entropy
 
     _compat.install_variant_pruning()  # after the kernel modules exist (Tritons that spill on some configs)
 
-    __all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear"]
+    __all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear", "linear_cross_entropy"]
 else:
     # Imported as top-level ``kernels``: the repository root is on sys.path (``python -c``/``-m`` or a
     # notebook in the checkout) and the name belongs to PyPI's ``kernels`` (transformers imports it).

@@ -91,7 +91,7 @@ def install() -> None:
         triton.autotune = autotune
 
 
-KERNEL_MODULES = ("flash_attention", "layernorm", "fused_linear", "decode_attention")
+KERNEL_MODULES = ("flash_attention", "layernorm", "fused_linear", "decode_attention", "linear_cross_entropy")
 
 
 def install_variant_pruning() -> None:

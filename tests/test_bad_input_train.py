@@ -281,8 +281,8 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, done_run, d
 def test_nan_before_any_checkpoint_claims_none(tmp_path, data, capsys, monkeypatch):
     orig = GPT.forward
 
-    def forward(self, idx, targets=None):
-        out = orig(self, idx, targets)
+    def forward(self, idx, targets=None, **kw):
+        out = orig(self, idx, targets, **kw)
         return (out[0], out[1] * float("nan")) if targets is not None and self.training else out
 
     monkeypatch.setattr(GPT, "forward", forward)

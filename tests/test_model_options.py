@@ -214,8 +214,14 @@ def test_every_negative_target_is_ignored():
     logits, loss = m(idx, tgt)
     keep = tgt >= 0
     torch.testing.assert_close(loss, F.cross_entropy(logits[keep], idx[keep]))
-    _, none_kept = m(idx, torch.full_like(idx, -100))
-    assert torch.isnan(none_kept)  # F.cross_entropy's mean over nothing
+    for return_logits in (True, False):  # both paths: loss 0 with zero gradients, not F.cross_entropy's 0/0
+        m.zero_grad()
+        _, none_kept = m(idx, torch.full_like(idx, -100), return_logits=return_logits)
+        none_kept.backward()
+        assert none_kept.item() == 0.0
+        assert all(p.grad is None or not p.grad.any() for p in m.parameters())
+    _, fused_path = m(idx, tgt, return_logits=False)
+    torch.testing.assert_close(fused_path, loss)
     with pytest.raises(ValueError, match="targets: token id 61"):
         m(idx, torch.full_like(idx, 61))
 

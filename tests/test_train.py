@@ -120,8 +120,8 @@ def _poison_step(monkeypatch, bad_step: int):
     orig = GPT.forward
     calls = {"n": 0}
 
-    def forward(self, idx, targets=None):
-        out = orig(self, idx, targets)
+    def forward(self, idx, targets=None, **kw):
+        out = orig(self, idx, targets, **kw)
         if targets is not None and self.training:
             calls["n"] += 1
             if calls["n"] == bad_step:
@@ -159,8 +159,8 @@ def test_signal_stops_a_run_that_only_skips(tmp_path, data, monkeypatch, capsys)
 
     orig = GPT.forward
 
-    def forward(self, idx, targets=None):
-        out = orig(self, idx, targets)
+    def forward(self, idx, targets=None, **kw):
+        out = orig(self, idx, targets, **kw)
         if targets is not None and self.training:
             os.kill(os.getpid(), signal.SIGTERM)  # caught by the loop's handler: a flag, no exit
             return out[0], out[1] * float("nan")
