@@ -40,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     k = sub.add_parser("kernels", help="kernel sweeps vs PyTorch baselines on a GPU: latency, TFLOP/s, GB/s, "
                        "fraction of peak, speedups, accuracy; results JSON + CSV history + plots")
-    k.add_argument("--kernels", default="attention,layer_norm,gelu_linear,linear,decode_attention",
-                   help="comma-separated subset (default: all five)")
+    k.add_argument("--kernels", default="attention,layer_norm,gelu_linear,linear,decode_attention,linear_cross_entropy",
+                   help="comma-separated subset (default: all six)")
     k.add_argument("--quick", action="store_true", help="headline subset: bf16, two sizes per sweep (CI gates)")
     k.add_argument("--dtypes", default="bfloat16,float16", help="comma-separated: bfloat16, float16")
     k.add_argument("--timer", choices=["auto", "do_bench", "cuda_graph"], default="auto",
@@ -129,7 +129,7 @@ def _kernels(args: argparse.Namespace) -> int:
     dtypes = tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
     if not kernels:  # zero sweeps would run nothing and pass
         raise ValueError(f"--kernels: no kernel given (got {args.kernels!r}); expected some of attention, "
-                         "layer_norm, gelu_linear, linear, decode_attention")
+                         "layer_norm, gelu_linear, linear, decode_attention, linear_cross_entropy")
     if not dtypes or any(d not in ("bfloat16", "float16") for d in dtypes):
         raise ValueError(f"--dtypes: expected some of bfloat16,float16, got {args.dtypes!r}")
     if not 0 < args.rep_ms < float("inf"):  # also NaN

@@ -287,7 +287,43 @@ def decode_sweep(batch: int = 8, h: int = 32, d: int = 128, dtype: str = "bfloat
         nbytes=lambda p: metrics.decode_bytes(p["B"], p["H"], p["ctx"], p["D"], dtype))
 
 
-KERNELS = ("attention", "layer_norm", "gelu_linear", "linear", "decode_attention")
+# ---- LM head + cross-entropy ---------------------------------------------------------------------------
+def linear_cross_entropy_sweep(direction: str = "fwd+bwd", c: int = 768, v: int = 50304, dtype: str = "bfloat16",
+                               xs: tuple[int, ...] = (8192, 16384), providers: list[str] | None = None) -> Sweep:
+    """The loss of GPT-2's head, fused (ours: the (N, V) logits never exist) against F.linear + F.cross_entropy,
+    eager and compiled. Records carry each provider's peak memory beside its time (bench/kernels.py)."""
+    from tritongpt.kernels import linear_cross_entropy
+
+    def setup(p, device):
+        dt = _tdtype(dtype)
+        return {"x": torch.randn(p["N"], c, device=device, dtype=dt),
+                "weight": 0.02 * torch.randn(v, c, device=device, dtype=dt),
+                "targets": torch.randint(0, v, (p["N"],), device=device)}
+
+    plain = lambda t: F.cross_entropy(F.linear(t["x"], t["weight"]).float(), t["targets"])
+    provs = {
+        "triton": lambda t: linear_cross_entropy(t["x"], t["weight"], t["targets"]),
+        "torch": plain,
+        "torch.compile": _compiled(plain),
+    }
+    # Useful FLOPs (the head's GEMMs, 2NVC forward, 4NVC backward): ours recomputes logits, so its own count
+    # is higher (10NVC in all); the rate below compares like with like.
+    return Sweep(
+        name=f"linear_cross_entropy-{direction}-{dtype}-{c}x{v}", kernel="linear_cross_entropy",
+        direction=direction, title=f"cross_entropy(x @ W^T) {direction}, {dtype}, C={c}, V={v}", x_name="N",
+        metric="tflops", bound="compute", dtype=dtype,
+        points=[{"x": n, "N": n, "C": c, "V": v, "dtype": dtype} for n in xs], setup=setup,
+        providers=_only(provs, providers), reference=plain,
+        flops=lambda p: metrics.linear_flops(p["N"], v, c, direction),
+        nbytes=lambda p: metrics.linear_bytes(p["N"], v, c, dtype, direction) - p["N"] * v * _es_of(dtype),
+        wrt=("x", "weight"))
+
+
+def _es_of(dtype: str) -> int:
+    return torch.finfo(_tdtype(dtype)).bits // 8
+
+
+KERNELS = ("attention", "layer_norm", "gelu_linear", "linear", "decode_attention", "linear_cross_entropy")
 
 
 def default_sweeps(kernels: tuple[str, ...] = KERNELS, quick: bool = False,
@@ -328,6 +364,10 @@ def default_sweeps(kernels: tuple[str, ...] = KERNELS, quick: bool = False,
             out.append(linear_sweep("fwd", 3072, 768, dt, ms))
             if not quick:
                 out.append(linear_sweep("bwd", 3072, 768, dt, ms))
+        if "linear_cross_entropy" in kernels:
+            for c in ((768,) if quick else (768, 1600)):
+                for direction in (("fwd+bwd",) if quick else ("fwd", "fwd+bwd")):
+                    out.append(linear_cross_entropy_sweep(direction, c, 50304, dt, (8192,) if quick else (8192, 16384)))
         if "decode_attention" in kernels:
             for b in ((8,) if quick else (1, 8, 64)):
                 for d in (64, 128):

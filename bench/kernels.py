@@ -123,6 +123,20 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _reset_peak(device: torch.device) -> int:
+    """Start a peak-memory window on a GPU; returns what is allocated now (the inputs)."""
+    if device.type != "cuda":
+        return 0
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def _peak_since(device: torch.device, before: int) -> int | None:
+    """Bytes the first call (warm-up included) allocated at its peak on top of the inputs; None off-GPU."""
+    return torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else None
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -184,10 +198,12 @@ def run_point(sweep: Sweep, p: dict[str, Any], device: torch.device, timer: Time
             # The first call (compile, autotune; for a backward the forward too) is the warm-up the record
             # reports: the timer's own warm-up call comes after it and would only time a steady-state call.
             t0 = time.perf_counter()
+            mem0 = _reset_peak(device)
             thunk = make_thunk(sweep, fn, base, douts)
             out = thunk()
             _sync(device)
             first_s = time.perf_counter() - t0
+            peak_mem = _peak_since(device, mem0)
             if ref is not None and prov not in sweep.unchecked:
                 errs[prov] = error(out, ref)
             del out
@@ -208,7 +224,7 @@ def run_point(sweep: Sweep, p: dict[str, Any], device: torch.device, timer: Time
             # 5 significant digits: CUDA events resolve ~0.5 us, and a full suite keeps ~10^5 samples
             "x": p["x"], "samples": [float(f"{x:.5g}") for x in timing.samples],
             "timer": timing.timer, "l2": timing.l2,
-            "warmup_s": first_s, "median_s": med, "q20_s": timing.quantile(0.2),
+            "warmup_s": first_s, "peak_memory_bytes": peak_mem, "median_s": med, "q20_s": timing.quantile(0.2),
             "q80_s": timing.quantile(0.8), "flops": flops, "bytes": nbytes,
             **metrics.derive(med, flops, nbytes, sweep.bound, peak, sweep.dtype), "bound": sweep.bound,
             "max_abs_err": errs[prov][1] if prov in errs else None,

@@ -151,6 +151,23 @@ def test_runner_records_schema_accuracy_and_speedups(tmp_path):
     assert len(load_results(path)["benchmarks"]) == len(recs)
 
 
+def test_the_lm_head_loss_sweep_runs_and_checks_ours_against_the_plain_path():
+    """The fused linear + cross-entropy against F.linear + F.cross_entropy (fwd+bwd: dx and dW checked); off a
+    GPU there is no peak-memory figure."""
+    sweep = kc.linear_cross_entropy_sweep("fwd+bwd", 16, 97, "float32", xs=(9,), providers=["triton", "torch"])
+    out = _run([sweep])
+    assert out["failures"] == [] and out["skipped"] == []
+    recs = {r["provider"]: r for r in out["benchmarks"]}
+    assert set(recs) == {"triton", "torch"} and recs["triton"]["accurate"]
+    assert all(r["peak_memory_bytes"] is None for r in recs.values())
+    assert recs["triton"]["flops"] == 6 * 9 * 97 * 16  # the head's useful GEMMs, forward and backward
+    full = kc.default_sweeps(("linear_cross_entropy",))
+    assert {(s.direction, s.points[0]["C"]) for s in full if s.dtype == "bfloat16"} == {
+        (d, c) for d in ("fwd", "fwd+bwd") for c in (768, 1600)}
+    assert all(s.points[0]["V"] == 50304 and [p["N"] for p in s.points] == [8192, 16384] for s in full)
+    assert set(full[0].providers) == {"triton", "torch", "torch.compile"}
+
+
 def test_a_wrong_kernel_fails_the_run_and_a_broken_baseline_is_only_skipped():
     s = kc.layer_norm_sweep("fwd", False, "float32", xs=(33,), rows=4, providers=["triton", "torch"])
     s.providers["triton"] = lambda t: torch.nn.functional.layer_norm(t["x"], t["x"].shape[-1:], t["weight"],

@@ -28,10 +28,10 @@ def test_dry_run_lists_the_three_benchmarks_and_their_files(tmp_path, capsys):
     for name in ("kernels-<gpu>-<UTC time>.json", "kernels-<gpu>-<UTC time>-<sweep>.png", "train-<gpu>-<UTC time>.json",
                  "generate-<gpu>-<UTC time>.json", "history.csv", "REPORT.md"):
         assert str(out / name) in text, name
-    assert "56 sweeps" in text and not out.exists() and list(tmp_path.iterdir()) == []
+    assert "64 sweeps" in text and not out.exists() and list(tmp_path.iterdir()) == []
     assert main(["bench", "all", "--dry-run", "--quick", "--out", str(out)]) == 0
     quick = capsys.readouterr().out
-    assert "11 sweeps" in quick and "--steps 5" in quick and "--batch 1,8 " in quick
+    assert "12 sweeps" in quick and "--steps 5" in quick and "--batch 1,8 " in quick
 
 
 def test_each_stage_is_the_same_run_as_its_own_subcommand(tmp_path):

@@ -65,6 +65,11 @@ def test_classify_end_to_end(tmp_path, capsys, bpe_base):
     assert label in PLAYS and 0.5 <= p <= 1
     code, stdout, _ = cli(capsys, "classify", "--checkpoint", out, "Caesar shall go forth.", "--json")
     assert code == 0 and json.loads(stdout)["label"] in PLAYS
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Brutus is an honourable man.\n\nSir John, Master Page is at the door.\n")
+    code, stdout, _ = cli(capsys, "classify", "--checkpoint", out / "model", "--file", texts)
+    lines = stdout.strip().splitlines()  # label<TAB>probability<TAB>text per non-empty line
+    assert code == 0 and len(lines) == 2 and all(ln.split("\t")[0] in PLAYS for ln in lines)
     with pytest.raises(CheckpointError, match="'classify' checkpoint"):
         GPT.from_pretrained(out / "model")
 
