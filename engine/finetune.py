@@ -85,7 +85,7 @@ def write_json(path: Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _finish(s, model, out: Path, save) -> None:
+def _finish(model, out: Path, save) -> None:
     from .lora import merge_lora
 
     merge_lora(model)  # OUT/model holds plain weights: loadable without LoRA
@@ -143,7 +143,7 @@ def _classify_job(s, cfg, keys, t0, data, base, tok, max_length):
             "data_report": report, "train": dataclasses.asdict(t)}
 
     def finish() -> dict[str, Any]:
-        _finish(s, model, s.out, lambda p: save_classifier(model, p, {"tokenizer": tok.to_dict()}))
+        _finish(model, s.out, lambda p: save_classifier(model, p, {"tokenizer": tok.to_dict()}))
         metrics = {**final_metrics(model, splits, labels, t.batch_size, s.device), "data": report}
         write_json(s.out / "metrics.json", metrics)
         s.log(f"accuracy: train {metrics['train_accuracy']:.3f}  val {metrics['val_accuracy']:.3f}  test "
@@ -172,7 +172,7 @@ def _instruct_job(s, cfg, keys, t0, data, base, tok, max_length):
             "train": dataclasses.asdict(t)}
 
     def finish() -> dict[str, Any]:
-        _finish(s, model, s.out, lambda p: save_checkpoint(model, p, {"tokenizer": tok.to_dict()}))
+        _finish(model, s.out, lambda p: save_checkpoint(model, p, {"tokenizer": tok.to_dict()}))
         test = parts["test"][: cfg.test_limit] if cfg.test_limit else parts["test"]
         responses = respond(model, tok, test, cfg, t.batch_size)
         metrics = {**score(responses, cfg), "data": report}

@@ -42,13 +42,9 @@ def pretrain(tok, text: str, cfg: GPTConfig, steps: int, rows: int, seed: int = 
 
 def save_with_tokenizer(model: GPT, tok, path: Path) -> Path:
     """A checkpoint folder whose config.json names its tokenizer (what --checkpoint reads)."""
-    model.save(path)
-    meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    meta["tokenizer"] = tok.to_dict()
-    from .fsutil import atomic_write_text
+    from .weights import save_checkpoint
 
-    atomic_write_text(path / "config.json", json.dumps(meta, indent=2, sort_keys=True))
-    return path
+    return save_checkpoint(model, path, {"tokenizer": tok.to_dict()})
 
 
 def bpe_base(text: str, path: Path) -> Path:

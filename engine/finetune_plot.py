@@ -17,7 +17,7 @@ def plot_finetune(metrics: str | Path, dest: str | Path, second: str | None = No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fsutil import atomic_path
+    from .train_plot import save_png
 
     recs = [json.loads(ln) for ln in Path(metrics).read_text(encoding="utf-8").splitlines() if ln.strip()]
     x_label = "epoch" if any("epoch" in r for r in recs) else "step"
@@ -39,9 +39,4 @@ def plot_finetune(metrics: str | Path, dest: str | Path, second: str | None = No
         a.grid(alpha=0.3)
         if a.get_legend_handles_labels()[0]:
             a.legend()
-    fig.tight_layout()
-    dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return dest
+    return save_png(fig, dest)

@@ -12,8 +12,6 @@ def plot_metrics(metrics: str | Path, dest: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fsutil import atomic_path
-
     recs = [json.loads(ln) for ln in Path(metrics).read_text(encoding="utf-8").splitlines() if ln.strip()]
     train = [(r["step"], r["train_loss"]) for r in recs if "train_loss" in r]
     val = [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
@@ -26,6 +24,15 @@ def plot_metrics(metrics: str | Path, dest: str | Path) -> Path:
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
+    return save_png(fig, dest)
+
+
+def save_png(fig, dest: str | Path) -> Path:
+    """Lay out ``fig``, write it to ``dest`` atomically as PNG and free it."""
+    import matplotlib.pyplot as plt
+
+    from .fsutil import atomic_path
+
     fig.tight_layout()
     dest = Path(dest)
     with atomic_path(dest) as tmp:

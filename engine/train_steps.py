@@ -233,6 +233,7 @@ def run_steps(s: Session, task: Task, raw_model, optimizer, t, meta: dict[str, A
         if s.rank == 0:
             ckpt.save(s.out, raw_model, optimizer, step, rng_state(s.device), meta, keep_last or t.keep_last)
 
+    trained = [p for p in raw_model.parameters() if p.requires_grad]  # what clipping sees, once
     progress = _progress(s, t, start)
     ckpt_every = t.ckpt_interval or t.eval_interval
     result: dict[str, Any] = {"step": start, "stopped_by": None, "val_loss": None}
@@ -256,8 +257,7 @@ def run_steps(s: Session, task: Task, raw_model, optimizer, t, meta: dict[str, A
                 continue
             grad_norm = None
             if t.grad_clip > 0:
-                params = [p for p in raw_model.parameters() if p.requires_grad]
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip).item()
+                grad_norm = torch.nn.utils.clip_grad_norm_(trained, t.grad_clip).item()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

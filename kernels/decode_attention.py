@@ -244,6 +244,8 @@ def _sm_count(device: torch.device) -> int:
 def _spill_free(config: DecodeConfig, device: torch.device, facts: dict) -> DecodeConfig:
     """The config, or the fallback the running Triton's spill entries list for this form and GPU (older
     Tritons spill a few forms; the fallback keeps BLOCK_N, so the split plan stands)."""
+    if not _spills.rules("_decode_split_kernel"):  # the newest Tritons: nothing to look up per launch
+        return config
     arch = _spills.target_arch(device)
     fb = _spills.fallback_for("_decode_split_kernel", {**facts, "num_warps": config.num_warps,
                                                        "num_stages": config.num_stages}, arch)
