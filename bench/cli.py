@@ -73,14 +73,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="markdown file to write (default RESULTS_DIR/REPORT.md); the plots go beside it")
     r.set_defaults(bench_func=_report)
 
-    t = sub.add_parser("train", help="training tokens/s, step breakdown and MFU per backend (synthetic batches)")
+    t = sub.add_parser("train", help="training tokens/s, step breakdown, MFU and memory per backend (synthetic "
+                       "batches)")
     t.add_argument("--preset", default=None, help="model preset (default: gpt2 on a GPU, cpu-demo on a CPU)")
     t.add_argument("--batch", type=int, default=None, help="rows per step (default 16 on a GPU, 4 on a CPU)")
     t.add_argument("--block-size", type=int, default=None, help="sequence length (default: the preset's)")
     t.add_argument("--steps", type=int, default=10)
     t.add_argument("--warmup", type=int, default=3)
     t.add_argument("--backends", default="triton,torch,torch+compile",
-                   help="comma-separated: triton, torch, torch+compile")
+                   help="comma-separated: triton, torch, torch+compile, triton+compile")
+    t.add_argument("--loss", choices=("fused", "plain", "both"), default="both",
+                   help="the triton backend's LM head + loss: fused (linear_cross_entropy, what training runs), "
+                   "plain (logits + F.cross_entropy, row triton/plain-loss) or both (default); the torch backends "
+                   "always run the plain one")
+    t.add_argument("--max-batch", action="store_true",
+                   help="also find each row's largest batch that fits (doubling from --batch, then bisecting): on "
+                   "a GPU without running out of memory (and within --memory-limit if given), on a CPU within "
+                   "--memory-limit")
+    t.add_argument("--memory-limit", default=None,
+                   help="memory budget for --max-batch, e.g. 20GiB, 512MiB or bytes (required on a CPU)")
+    t.add_argument("--batch-cap", type=int, default=1024, help="largest batch --max-batch tries (default 1024)")
+    t.add_argument("--interpreter", action="store_true",
+                   help="on a CPU, run the triton backend on the Triton interpreter instead of skipping it: its "
+                   "times mean nothing, its memory figures are exact")
     t.add_argument("--json", type=Path, default=None, help="write the report here")
     t.set_defaults(bench_func=_train)
 
@@ -194,12 +209,17 @@ def _report(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from . import train as tb
+    from .memory import parse_size
     from .results import check_output_file
 
     backends = _train_arguments(args)
     if args.json:
         check_output_file(args.json, "--json")
-    report = tb.run(args.preset, args.batch, args.block_size, args.steps, args.warmup, backends)
+    limit = parse_size(args.memory_limit, "--memory-limit") if args.memory_limit is not None else None
+    losses = tb.LOSSES if args.loss == "both" else (args.loss,)
+    report = tb.run(args.preset, args.batch, args.block_size, args.steps, args.warmup, backends, losses=losses,
+                    max_batch=args.max_batch, memory_limit=limit, batch_cap=args.batch_cap,
+                    interpreter=args.interpreter)
     if args.json:
         from .generate import write_json
 
@@ -220,13 +240,22 @@ def _train_arguments(args: argparse.Namespace) -> list[str]:
     bad = [b for b in backends if b not in TRAIN_BACKENDS]
     if bad or not backends:
         raise ValueError(f"--backends: expected some of {', '.join(TRAIN_BACKENDS)}, got {args.backends!r}")
-    if not torch.cuda.is_available() and all(b.startswith("triton") for b in backends):
+    cpu = not torch.cuda.is_available()
+    if cpu and not args.interpreter and all(b.startswith("triton") for b in backends):
         raise ValueError(f"--backends {args.backends}: the triton backend runs only on a GPU, so nothing would be "
-                         "measured here; add torch")
+                         "measured here; add torch (or --interpreter for its memory figures)")
     for name, value, least in (("--steps", args.steps, 1), ("--warmup", args.warmup, 0),
-                               ("--batch", args.batch, 1), ("--block-size", args.block_size, 1)):
+                               ("--batch", args.batch, 1), ("--block-size", args.block_size, 1),
+                               ("--batch-cap", args.batch_cap, args.batch or 1)):
         if value is not None and value < least:
             raise ValueError(f"{name}: expected an integer >= {least}, got {value}")
+    if args.memory_limit is not None:
+        from .memory import parse_size
+
+        parse_size(args.memory_limit, "--memory-limit")
+    if args.max_batch and cpu and args.memory_limit is None:
+        raise ValueError("--max-batch: on a CPU it needs --memory-limit SIZE (nothing runs out of memory there "
+                         "before the machine does)")
     if args.preset is not None:
         try:  # an unknown name fails here, not after the first backend ran
             GPTConfig.from_preset(args.preset)

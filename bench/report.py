@@ -36,6 +36,8 @@ SUITE_ORDER = ("kernels", "generate", "train")
 FA2_TFLOPS = 335.0  # FlashAttention-2's forward, bf16 D=128 causal long sequences on an H100 (the issue's figure)
 LN_FRACTION = 0.80
 GELU_LINEAR_SLACK = 0.10
+LCE_MEMORY_FRACTION = 0.25  # linear_cross_entropy's peak memory against the plain head + loss
+LCE_TIME_SLACK = 0.10
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -316,12 +318,54 @@ def goal_gelu_linear(result: dict[str, Any]) -> tuple[str, str] | None:
     return "; ".join(parts), status
 
 
+def _lce_pair(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None] | None:
+    """linear_cross_entropy fwd+bwd at N=16384, C=768, bf16: (ours, F.linear + F.cross_entropy eager, compiled)."""
+    by = {b.get("provider"): b for b in result.get("benchmarks", [])
+          if b.get("kernel") == "linear_cross_entropy" and b.get("direction") == "fwd+bwd" and _is_bf16(b)
+          and _param(b, "N") == 16384 and _param(b, "C") == 768}
+    if "triton" not in by or "torch" not in by:
+        return None
+    return by["triton"], by["torch"], by.get("torch.compile")
+
+
+def goal_lce_memory(result: dict[str, Any]) -> tuple[str, str] | None:
+    pair = _lce_pair(result)
+    if pair is None:
+        return None
+    ours, plain, _ = pair
+    a, b = ours.get("peak_memory_bytes"), plain.get("peak_memory_bytes")
+    if not (_num(a) and _num(b) and b > 0):
+        return "no peak memory in the records", "not measured"
+    frac = a / b
+    return (f"{a / 2**20:,.0f} MiB vs {b / 2**20:,.0f} MiB = {frac:.2f}x (N=16384, C=768, V=50304, bf16, fwd+bwd)",
+            "met" if frac <= LCE_MEMORY_FRACTION else "**NOT met**")
+
+
+def goal_lce_time(result: dict[str, Any]) -> tuple[str, str] | None:
+    pair = _lce_pair(result)
+    if pair is None:
+        return None
+    ours, plain, compiled = pair
+    ratio = summary_stats(ours)[0] / summary_stats(plain)[0]
+    measured = f"triton / eager = {ratio:.2f}x"
+    if compiled is not None:
+        measured += f", triton / torch.compile = {summary_stats(ours)[0] / summary_stats(compiled)[0]:.2f}x"
+    measured += " (N=16384, C=768, fwd+bwd)"
+    if "H100" not in (_gpu(result) or ""):
+        return measured, "not measured on an H100 (the target is H100-specific)"
+    return measured, "met" if ratio <= 1 + LCE_TIME_SLACK else "**NOT met**"
+
+
 GOALS = (
     ("Attention fwd bf16 D=128 causal T>=4k on an H100", f"> {FA2_TFLOPS:g} TFLOP/s (FlashAttention-2)",
      goal_attention),
     ("LayerNorm fwd, hidden >= 1024", f">= {LN_FRACTION:.0%} of HBM bandwidth", goal_layer_norm),
     ("gelu_linear fwd", f"<= {1 + GELU_LINEAR_SLACK:.2f}x cuBLAS linear alone, faster than linear + GELU",
      goal_gelu_linear),
+    ("LM head + loss peak memory (linear_cross_entropy)", f"<= {LCE_MEMORY_FRACTION:.2f}x F.linear + F.cross_entropy",
+     goal_lce_memory),
+    ("LM head + loss time on an H100 (linear_cross_entropy)",
+     f"<= {1 + LCE_TIME_SLACK:.2f}x F.linear + F.cross_entropy", goal_lce_time),
 )
 
 

@@ -37,9 +37,12 @@ NO_GPU = ("error: tritongpt bench all runs the kernel, training and generation b
           "(--dry-run lists the plan; bench train and bench generate also run on a CPU alone)")
 
 # The subcommands' defaults on a GPU; --quick: the kernels' headline subset, shorter train and generate runs.
+# bench train's triton rows run the fused and the plain LM-head loss; the full run also finds each row's largest
+# batch (the GPU's memory is the limit).
 TRAIN = {False: {"preset": "gpt2", "batch": 16, "steps": 10, "warmup": 3,
-                 "backends": ("triton", "torch", "torch+compile")},
-         True: {"preset": "gpt2", "batch": 16, "steps": 5, "warmup": 2, "backends": ("triton", "torch")}}
+                 "backends": ("triton", "torch", "torch+compile"), "max_batch": True},
+         True: {"preset": "gpt2", "batch": 16, "steps": 5, "warmup": 2, "backends": ("triton", "torch"),
+                "max_batch": False}}
 GENERATE = {False: {"preset": "gpt2", "batches": (1, 8, 32), "prompt_len": 32, "new_tokens": 64, "repeats": 3},
             True: {"preset": "gpt2", "batches": (1, 8), "prompt_len": 32, "new_tokens": 32, "repeats": 2}}
 
@@ -87,13 +90,16 @@ def train_stage(out: Path, quick: bool, gpu: str) -> Stage:
     def run(out_dir: Path, log: Log) -> tuple[list[Path], bool]:
         from . import train as tb
 
-        doc = tb.run(s["preset"], s["batch"], None, s["steps"], s["warmup"], list(s["backends"]), progress=log)
+        doc = tb.run(s["preset"], s["batch"], None, s["steps"], s["warmup"], list(s["backends"]), progress=log,
+                     max_batch=s["max_batch"])
         return [_save(doc, out_dir, log)], True
 
     return Stage("train", f"preset {s['preset']}, batch {s['batch']}, {s['steps']} steps after {s['warmup']} "
-                 f"warm-up, backends {', '.join(s['backends'])}",
+                 f"warm-up, backends {', '.join(s['backends'])} (triton: fused and plain LM-head loss)"
+                 + (", peak memory and the largest batch that fits per row" if s["max_batch"] else ", peak memory"),
                  ("bench", "train", "--preset", s["preset"], "--batch", str(s["batch"]), "--steps", str(s["steps"]),
-                  "--warmup", str(s["warmup"]), "--backends", ",".join(s["backends"]), "--json", str(stem)),
+                  "--warmup", str(s["warmup"]), "--backends", ",".join(s["backends"]),
+                  *(("--max-batch",) if s["max_batch"] else ()), "--json", str(stem)),
                  (str(stem),), run)
 
 

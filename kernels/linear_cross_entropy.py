@@ -409,7 +409,8 @@ _OUT_PTRS = ("PART", "LSE", "GA", "GB", "DX", "DW", "DB")  # fp32 whatever the i
 
 
 def variants() -> list[KernelVariant]:
-    """Every tile of the three kernels' tables (``FWD_CONFIGS``, ``DX_CONFIGS``, ``DW_CONFIGS``), for the sm_80 / sm_89 / sm_90a compile gate, in
+    """Every tile of the three kernels' tables (``FWD_CONFIGS``, ``DX_CONFIGS``, ``DW_CONFIGS``), for the sm_80 / sm_89 / sm_90a / sm_100a compile gate,
+    in
     each dtype it ships for (16-bit tiles in fp16 and bf16), with every option on (bias, soft-cap, label
     smoothing: the most registers), in the form it ships for: aligned (GPT-2's C = 768: pointers, C and the
     row strides multiples of 16; N and V = 50257 are not) or unaligned (odd C: only the fresh outputs are
@@ -447,7 +448,7 @@ def _variant(tag, fn, names, ptrs, outputs, flags, cfg, ci, dtype):
         name=f"linear_cross_entropy_{tag}[{cfg.b0}x{cfg.b1}x{cfg.bk},w{cfg.num_warps},s{cfg.num_stages},{dtype},"
              f"{fl}{'' if aligned else ',unaligned'}]",
         fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        archs=(80, 89, 90), expect_mma=True,
+        archs=(80, 89, 90, 100), expect_mma=True,
         tags={"kernel": tag, "config": ci, "dtype": dtype, "aligned": aligned, "block_m": rows,
               "divisible_by_16": divisible},
     )

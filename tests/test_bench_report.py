@@ -23,6 +23,8 @@ def _goal_rows(md: str) -> dict[str, str]:
 
 
 ATTN, LN, GELU = "Attention fwd bf16 D=128 causal T>=4k on an H100", "LayerNorm fwd, hidden >= 1024", "gelu_linear fwd"
+LCE_MEM = "LM head + loss peak memory (linear_cross_entropy)"
+LCE_TIME = "LM head + loss time on an H100 (linear_cross_entropy)"
 
 
 def test_report_has_environment_sweep_tables_plots_and_lists(tmp_path):
@@ -82,7 +84,7 @@ def test_goals_not_met():
 
 def test_goals_not_measured_without_matching_records():
     rows = _goal_rows(report.render_report([generate_result()], "/x", "/"))
-    assert all(r.endswith("| — | — | not measured |") for r in rows.values()) and len(rows) == 3
+    assert all(r.endswith("| — | — | not measured |") for r in rows.values()) and len(rows) == 5
     # attention measured on another GPU: quoted, but the H100 target is not claimed either way
     a100 = kernels_result(gpu="NVIDIA A100-SXM4-80GB")
     rows = _goal_rows(report.render_report([a100], "/x", "/"))
@@ -137,3 +139,20 @@ def test_main_nothing_to_report_or_invalid_file(tmp_path, capsys):
     R.write_results(generate_result(), tmp_path)
     assert report.main([], tmp_path, None) == 0
     assert "warning: skipping" in capsys.readouterr().err
+
+
+def test_linear_cross_entropy_goals():
+    """Peak memory against the plain head + loss on any GPU; time only on an H100, against eager."""
+    ok = {"triton": (10.5, 600 * 2**20), "torch": (10.0, 4000 * 2**20), "torch.compile": (8.0, 3000 * 2**20)}
+    rows = _goal_rows(report.render_report([kernels_result(lce=ok)], "/x", "/"))
+    assert "600 MiB vs 4,000 MiB = 0.15x" in rows[LCE_MEM] and rows[LCE_MEM].endswith("| met |")
+    assert "triton / eager = 1.05x, triton / torch.compile = 1.31x" in rows[LCE_TIME]
+    assert rows[LCE_TIME].endswith("| met |")
+    slow = dict(ok, triton=(11.5, 1200 * 2**20))
+    rows = _goal_rows(report.render_report([kernels_result(lce=slow)], "/x", "/"))
+    assert rows[LCE_MEM].endswith("| **NOT met** |") and rows[LCE_TIME].endswith("| **NOT met** |")
+    rows = _goal_rows(report.render_report([kernels_result(lce=ok, gpu="NVIDIA A100-SXM4-80GB")], "/x", "/"))
+    assert rows[LCE_MEM].endswith("| met |") and "not measured on an H100" in rows[LCE_TIME]
+    no_peak = {k: (ms, None) for k, (ms, _) in ok.items()}
+    rows = _goal_rows(report.render_report([kernels_result(lce=no_peak)], "/x", "/"))
+    assert rows[LCE_MEM].endswith("| not measured |")

@@ -44,12 +44,14 @@ def _snapshot(sm: int, power: float, temp: float, reasons: list[str]) -> dict:
 
 def kernels_result(attn_tflops: float = 400.0, ln_fraction: float = 0.85, *, gpu: str | None = H100,
                    created: str = "2026-11-22T06:01:02Z", throttled: bool | None = False,
-                   gelu: tuple[float, float, float] | None = None) -> dict:
+                   gelu: tuple[float, float, float] | None = None,
+                   lce: dict[str, tuple[float, int]] | None = None) -> dict:
     """A kernels-suite result: attention (TFLOP/s) and LayerNorm (GB/s) sweeps, 3 providers x 3 sizes each.
 
     Triton's attention reaches ``attn_tflops`` at T >= 4096 and its LayerNorm ``ln_fraction`` of the H100's
     3350 GB/s at every N. ``gelu``: add a gelu_linear sweep with medians (triton, cublas, cublas+gelu) in
-    units of 60 us.
+    units of 60 us. ``lce``: add the linear_cross_entropy fwd+bwd records at N=16384, C=768, provider ->
+    (median ms, peak memory bytes).
     """
     attn, ln = "attention-fwd-causal-bf16-d128", "layer_norm-fwd-bf16"
     recs = []
@@ -82,6 +84,14 @@ def kernels_result(attn_tflops: float = 400.0, ln_fraction: float = 0.85, *, gpu
             flops = 2 * 8192 * 768 * 3072
             recs.append(_record(gl, "gelu_linear", "fwd", p, "N", 3072, {"M": 8192, "K": 768, "dtype": "bfloat16"},
                                 ms * 60e-6, flops=flops))
+    if lce is not None:
+        sw = "linear_cross_entropy-fwd+bwd-bfloat16-768x50304"
+        sweeps.append({"sweep": sw, "kernel": "linear_cross_entropy", "title": "cross_entropy(x @ W^T) fwd+bwd",
+                       "x_name": "N", "metric": "tflops"})
+        for p, (ms, peak) in lce.items():
+            recs.append(_record(sw, "linear_cross_entropy", "fwd+bwd", p, "N", 16384,
+                                {"C": 768, "V": 50304, "dtype": "bfloat16"}, ms * 1e-3,
+                                flops=6 * 16384 * 50304 * 768, peak_memory_bytes=peak))
     nvml = {"before": _snapshot(1980, 120.0, 38, []),
             "after": _snapshot(1755 if throttled else 1980, 690.0, 71, ["sw_power_cap"] if throttled else [])}
     return {"schema": R.SCHEMA, "suite": "kernels", "created": created,

@@ -241,6 +241,7 @@ RUN_RULES = (
          reduce_bench_generate),
     Rule(("tritongpt", "inspect"), "3 LayerNorm-forward variants on sm_80, one process, no --traffic "
          "(24 s on the interpreter; `make test` runs the traffic gate itself)", reduce_inspect),
+    Rule(("tritongpt", "bench", "train"), "as written (CPU, torch backend: a few seconds)", as_written),
     Rule(("tritongpt", "info"), "as written", as_written),
     Rule(("tritongpt", "presets"), "as written", as_written),
     Rule(("tritongpt", "assets"), "as written (cached by `make test`'s `tritongpt assets`)", as_written),

@@ -452,12 +452,42 @@ def _aot(pairs):
 
 
 def test_aot_subset():
-    """The largest forward tile on sm_90a (wgmma) and the unaligned dW tile on sm_80, compiled for real."""
+    """The largest forward tile on sm_90a (wgmma) and sm_100a (tcgen05), the unaligned dW tile on sm_80,
+    compiled for real."""
     vs = {v.name: v for v in lce.variants()}
-    _aot([(vs["linear_cross_entropy_fwd[128x128x64,w8,s3,fp16,HAS_BIAS,SOFTCAP,SMOOTHING]"], 90),
-          (vs["linear_cross_entropy_dw[64x64x32,w8,s2,fp16,HAS_BIAS,SOFTCAP,unaligned]"], 80)])
+    largest = vs["linear_cross_entropy_fwd[128x128x64,w8,s3,fp16,HAS_BIAS,SOFTCAP,SMOOTHING]"]
+    _aot([(largest, cc) for cc in _targets() if cc >= 90]
+         + [(vs["linear_cross_entropy_dw[64x64x32,w8,s2,fp16,HAS_BIAS,SOFTCAP,unaligned]"], 80)])
+
+
+def _targets() -> tuple[int, ...]:
+    # sm_100a is gated from Triton 3.4 on, as for the other kernels (the oldest gate compiles sm_80 / sm_90a).
+    from tritongpt.kernels import _compat
+
+    return (80, 89, 90, 100) if _compat.triton_version() >= (3, 4) else (80, 89, 90)
 
 
 @pytest.mark.slow
 def test_aot_all_variants():
-    _aot([(v, cc) for v in lce.variants() for cc in (80, 89, 90) if cc in v.archs])
+    _aot([(v, cc) for v in lce.variants() for cc in _targets() if cc in v.archs])
+
+
+# ------------------------------------------------------------------ counted traffic (the inspect gate's cases)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="traffic is counted on the interpreter")
+def test_counted_traffic_never_holds_the_logits():
+    """Forward and backward read x and W exactly as the tiling says and write only their fp32 partials and
+    accumulators; a kernel that stored a logit tile would fail its case."""
+    from tritongpt.bench.traffic import TensorTraffic
+    from tritongpt.bench.traffic_cases import cases, measure
+
+    mine = [c for c in cases() if c.kernel == "linear_cross_entropy"]
+    assert {c.name.split("[")[0] for c in mine} == {"linear_cross_entropy_fwd", "linear_cross_entropy_bwd"}
+    for case in mine:
+        r = measure(case)
+        assert not r["problems"], (case.name, r["problems"])
+        # The same figures with one (N, V) fp32 tile stored on top are caught.
+        per = {k: TensorTraffic(**v) for k, v in r["tensors"].items()}
+        per["<unnamed>"].written += case.params["logit_bytes"]
+        assert any("logit buffer" in p for p in case.rules(per, case.params))
