@@ -63,6 +63,21 @@ def attention(
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
 
 
+def attention_tail(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "torch") -> torch.Tensor:
+    """Causal attention of the last Tq of Tk positions: q (B, H, Tq, D) against k, v (B, H, Tk, D), Tq <= Tk,
+    query i seeing keys j <= Tk - Tq + i (a prompt chunk or draft tokens after a KV cache). Scale 1/sqrt(D)."""
+    Tq, Tk = q.shape[2], k.shape[2]
+    if Tq > Tk:
+        raise ValueError(f"q: {Tq} queries after {Tk} keys; the queries must be the last of the keys (Tq <= Tk)")
+    if backend == "triton":
+        return _kernels().attention(q, k, v, causal=True)  # the kernel aligns the mask to the end
+    if Tq == Tk:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # SDPA's is_causal aligns to the start when Tq != Tk: the end-aligned mask is explicit.
+    keep = torch.arange(Tk, device=q.device)[None, :] <= torch.arange(Tk - Tq, Tk, device=q.device)[:, None]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+
+
 def layer_norm(
     x: torch.Tensor,
     weight: torch.Tensor | None,
