@@ -99,6 +99,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--json", type=Path, default=None, help="write the report here")
     t.set_defaults(bench_func=_train)
 
+    v = sub.add_parser("serve", help="the OpenAI server under N concurrent streaming clients vs one request at a "
+                       "time: tokens/s, TTFT and ITL p50/p99")
+    from tritongpt.engine.model_source import add_model_arguments
+    from tritongpt.engine.serving.cli import add_engine_arguments
+
+    add_model_arguments(v)
+    add_engine_arguments(v)
+    v.add_argument("--clients", type=int, default=16, help="concurrent streaming clients (default 16)")
+    v.add_argument("--requests", type=int, default=None, help="requests in all (default: 2 per client)")
+    v.add_argument("--prompt-len", type=int, default=32)
+    v.add_argument("--max-tokens", type=int, default=64)
+    v.add_argument("--json", type=Path, default=None, help="write the result file here")
+    v.set_defaults(bench_func=_serve)
+
     a = sub.add_parser(
         "all", help="on a GPU: the kernel sweeps, then bench train, then bench generate; every result file, "
         "the plots and one REPORT.md in --out",
@@ -220,6 +234,36 @@ def _train(args: argparse.Namespace) -> int:
     report = tb.run(args.preset, args.batch, args.block_size, args.steps, args.warmup, backends, losses=losses,
                     max_batch=args.max_batch, memory_limit=limit, batch_cap=args.batch_cap,
                     interpreter=args.interpreter)
+    if args.json:
+        from .generate import write_json
+
+        print(f"wrote {write_json(report, args.json)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from tritongpt.engine.serving.cli import build
+
+    from . import serve as sb
+    from .results import check_output_file
+
+    requests = args.requests if args.requests is not None else 2 * args.clients
+    for name, value, least in (("--clients", args.clients, 1), ("--requests", requests, 1),
+                               ("--prompt-len", args.prompt_len, 1), ("--max-tokens", args.max_tokens, 2)):
+        if value < least:
+            raise ValueError(f"{name}: expected an integer >= {least}, got {value}")
+    if args.json:
+        check_output_file(args.json, "--json")
+    try:
+        served = build(args)
+    except ImportError as e:
+        raise ValueError(f"bench serve needs the 'serve' extra ({e.name} is missing): pip install "
+                         "'tritongpt[serve]'") from None
+    if args.prompt_len + args.max_tokens > served.model.config.block_size:
+        raise ValueError(f"--prompt-len + --max-tokens: {args.prompt_len + args.max_tokens} exceeds the context "
+                         f"window ({served.model.config.block_size})")
+    report = sb.run(served, requests=requests, clients=args.clients, prompt_len=args.prompt_len,
+                    max_tokens=args.max_tokens)
     if args.json:
         from .generate import write_json
 

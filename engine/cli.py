@@ -80,6 +80,8 @@ MODULE_COMMANDS = (
     ("classify", "label texts with a classifier from `tritongpt finetune classify`", "tritongpt.engine.classify_cli"),
     ("generate", "generate text with the KV cache (streaming, sampling, stop strings)",
      "tritongpt.engine.generate_cli"),
+    ("serve", "an OpenAI-compatible HTTP server: continuous batching over a paged KV cache, streaming, metrics",
+     "tritongpt.engine.serving.cli"),
     ("bench", "benchmark suites: kernels, train, generate, all (GPU), report, compare", "tritongpt.bench.cli"),
 )
 
