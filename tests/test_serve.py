@@ -270,3 +270,32 @@ def test_bench_serve_rejects_bad_sizes(capsys):
 
     assert main(["bench", "serve", "--preset", "tiny", "--clients", "0"]) == 2
     assert "--clients" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_speculative_decoding_in_the_scheduler(temperature):
+    """Prompt-lookup guesses checked in one forward per step: greedy output is exactly plain decoding's
+    (and guesses were accepted on a repetitive prompt); sampled output is reproducible from the seed."""
+    from tritongpt.engine.sampling import SamplingParams
+    from tritongpt.engine.serving import Sequence
+
+    def run(speculate: int, prompt: list[int]) -> tuple[list[int], Scheduler]:
+        served = _served()
+        sched = Scheduler(served.model, served.scheduler.pool, speculate=speculate, prompt_lookup=2)
+        out: list[int] = []
+        sched.submit(Sequence(prompt, 40, SamplingParams(temperature=temperature), 5,
+                              on_event=lambda e: out.append(e.token) if e.kind == "token" else None))
+        with torch.inference_mode():
+            while sched.busy:
+                sched.step()
+        assert sched.pool.free_pages == sched.pool.num_pages
+        return out, sched
+
+    prompt = TOK.encode("abcabcabcabcabc")
+    spec, sched = run(4, prompt)
+    again, _ = run(4, prompt)
+    assert spec == again and len(spec) == 40
+    if temperature == 0:
+        plain, _ = run(0, prompt)
+        assert spec == plain
+        assert sched.proposed > 0 and sched.accepted > 0

@@ -89,8 +89,7 @@ class Session:
             for j in range(req.n):
                 i = len(self.seqs)
                 self.seqs.append(Sequence(prompt, max_tokens, params, base + p * req.n + j,
-                                          on_event=lambda e, i=i: loop.call_soon_threadsafe(self.queue.put_nowait,
-                                                                                            (i, e)),
+                                          on_event=lambda e, i=i: _deliver(loop, self.queue, (i, e)),
                                           eos=(self.eot,) if self.eot is not None else ()))
                 self.streams.append(TextStream(tok, stops, [self.eot] if self.eot is not None else []))
                 self.choices.append(_Choice(i))
@@ -142,6 +141,15 @@ class Session:
         done = sum(c.completion_tokens for c in self.choices)
         total = self.prompt_tokens + done
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": done, "total_tokens": total}
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item) -> None:
+    """From the scheduler thread to the request's event loop; a loop already closed (the server stopped
+    with the request in flight) has nobody left to tell."""
+    try:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+    except RuntimeError:
+        pass
 
 
 def _reason(e: Event) -> str:

@@ -38,6 +38,11 @@ def add_engine_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--page-size", type=int, default=16, help="positions per KV page (a power of two >= 16)")
     s.add_argument("--prefill-chunk", type=int, default=256,
                    help="prompt tokens prefilled between two decode steps (default 256)")
+    s.add_argument("--speculate", type=int, default=0, metavar="K",
+                   help="speculative decoding: up to K guesses per step from prompt lookup, checked in one forward "
+                   "(0: off)")
+    s.add_argument("--prompt-lookup", type=int, default=3, metavar="N",
+                   help="with --speculate: guess from the latest earlier match of the context's last N tokens")
 
 
 def build(args: argparse.Namespace):
@@ -50,7 +55,8 @@ def build(args: argparse.Namespace):
 
     for name, value, least in (("--port", getattr(args, "port", 0), 0), ("--max-batch", args.max_batch, 1),
                                ("--max-queue", args.max_queue, 1), ("--prefill-chunk", args.prefill_chunk, 1),
-                               ("--kv-blocks", args.kv_blocks, 1)):
+                               ("--kv-blocks", args.kv_blocks, 1), ("--speculate", args.speculate, 0),
+                               ("--prompt-lookup", args.prompt_lookup, 1)):
         if value is not None and value < least:
             raise ValueError(f"{name}: expected an integer >= {least}, got {value}")
     if args.page_size < 16 or args.page_size & (args.page_size - 1):
@@ -64,7 +70,8 @@ def build(args: argparse.Namespace):
     pool = PagedKVPool(cfg, pages, args.page_size, dtype=w.dtype, device=w.device)
     metrics = ServerMetrics()
     sched = Scheduler(model, pool, max_running=args.max_batch, max_queue=args.max_queue,
-                      prefill_chunk=args.prefill_chunk, metrics=metrics)
+                      prefill_chunk=args.prefill_chunk, metrics=metrics, speculate=args.speculate,
+                      prompt_lookup=args.prompt_lookup)
     name = args.model_name or args.preset or str(args.hf_dir or args.checkpoint)
     return ServedModel(model, tok, sched, name, getattr(args, "api_key", None), metrics)
 

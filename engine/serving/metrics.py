@@ -31,6 +31,9 @@ class ServerMetrics:
                               registry=r)
         self.itl = Histogram("tritongpt_inter_token_latency_seconds", "between consecutive tokens of a sequence",
                              buckets=BUCKETS, registry=r)
+        self.proposed = Counter("tritongpt_speculative_proposed_tokens", "prompt-lookup guesses checked",
+                                registry=r)
+        self.accepted = Counter("tritongpt_speculative_accepted_tokens", "guesses the target kept", registry=r)
         self._stamps: deque[float] = deque()
         self._lock = threading.Lock()
 
@@ -46,6 +49,10 @@ class ServerMetrics:
         while self._stamps and self._stamps[0] < now - RATE_WINDOW_S:
             self._stamps.popleft()
         self.rate.set(len(self._stamps) / RATE_WINDOW_S)
+
+    def speculated(self, proposed: int, accepted: int) -> None:
+        self.proposed.inc(proposed)
+        self.accepted.inc(accepted)
 
     def load(self, waiting: int, running: int, free_pages: int) -> None:
         self.queue.set(waiting)

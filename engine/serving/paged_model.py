@@ -17,12 +17,15 @@ from .paged_cache import PagedKVPool
 
 def _head(model, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     x, _ = model.transformer.ln_f(x, residual)
-    return ops.decode_linear(x, model.lm_head.weight, None, backend=model.backend)[..., : model.config.vocab_size]
+    logits = ops.decode_linear(x, ops.weight_of(model.lm_head), None, backend=model.backend)
+    return logits[..., : model.config.vocab_size]
 
 
-def prefill_chunk(model, tokens: list[int], start: int, pages: list[int], pool: PagedKVPool) -> torch.Tensor:
-    """Run ``tokens`` at positions [start, start + len(tokens)) of one sequence; returns the logits (vocab,)
-    after its last token."""
+def prefill_chunk(model, tokens: list[int], start: int, pages: list[int], pool: PagedKVPool, *,
+                  last: int = 1) -> torch.Tensor:
+    """Run ``tokens`` at positions [start, start + len(tokens)) of one sequence; returns the logits
+    (last, vocab) after each of its last ``last`` tokens (a prompt chunk needs one; a speculative
+    verification, every guess's)."""
     dev = model.transformer.wte.weight.device
     n = len(tokens)
     idx = torch.tensor(tokens, dtype=torch.long, device=dev)[None]
@@ -38,7 +41,7 @@ def prefill_chunk(model, tokens: list[int], start: int, pages: list[int], pool: 
         y = ops.attention_tail(q, keys[None], values[None], backend=model.backend)
         a, h = block.ln_2(attn.c_proj(y.transpose(1, 2).reshape(1, n, C)), h)
         x, residual = block.mlp(a), h
-    return _head(model, x[0, -1:], residual[0, -1:])[0]
+    return _head(model, x[0, -last:], residual[0, -last:])
 
 
 def decode_step(model, tokens: torch.Tensor, lengths: torch.Tensor, tables: torch.Tensor,
@@ -52,10 +55,10 @@ def decode_step(model, tokens: torch.Tensor, lengths: torch.Tensor, tables: torc
     for i, block in enumerate(model.transformer.h):
         a, h = block.ln_1(x, residual)
         attn = block.attn
-        qkv = ops.decode_linear(a, attn.c_attn.weight, attn.c_attn.bias, backend=be)
+        qkv = ops.decode_linear(a, ops.weight_of(attn.c_attn), attn.c_attn.bias, backend=be)
         q, k, v = qkv.reshape(B, 3, attn.n_head, attn.head_dim).unbind(1)
         y = ops.paged_decode_attention(q, pool.k[i], pool.v[i], tables, lengths, k, v, backend=be)
-        y = ops.decode_linear(y.reshape(B, -1), attn.c_proj.weight, attn.c_proj.bias, backend=be)
+        y = ops.decode_linear(y.reshape(B, -1), ops.weight_of(attn.c_proj), attn.c_proj.bias, backend=be)
         a, h = block.ln_2(y, h)
         x, residual = block.mlp.forward_decode(a), h
     return _head(model, x, residual)

@@ -12,6 +12,12 @@ Each iteration of the loop (``Scheduler.step``):
    samples each sequence's next token with its own ``torch.Generator``: a seeded request draws the same
    noise whatever else shares the batch.
 
+With ``speculate`` = k > 0, a running sequence whose context repeats an n-gram (prompt lookup,
+``speculative.PromptLookup``) gets up to k guesses; the target checks them in one forward of k + 1
+positions over its pages (``speculative.verify``: greedy output identical to plain decoding, sampled
+output keeps the target distribution) and keeps the accepted ones plus one more. Sequences without guesses
+decode in the batched step as before.
+
 Tokens and the end of each sequence reach the caller through ``Sequence.on_event`` on this thread;
 the server hands them to its event loop. The waiting queue is bounded (``QueueFull``), and after
 ``drain()`` new requests are refused (``Draining``) while admitted ones finish.
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..sampling import SamplingParams, process_logits, sample
+from ..speculative import PromptLookup, verify
 from .paged_cache import OutOfPages, PagedKVPool
 from .paged_model import decode_step, prefill_chunk
 
@@ -74,10 +81,15 @@ class Sequence:
 
 class Scheduler:
     def __init__(self, model, pool: PagedKVPool, *, max_running: int = 16, max_queue: int = 64,
-                 prefill_chunk: int = 256, metrics=None) -> None:
-        for name, value in (("max_running", max_running), ("max_queue", max_queue), ("prefill_chunk", prefill_chunk)):
+                 prefill_chunk: int = 256, metrics=None, speculate: int = 0, prompt_lookup: int = 3) -> None:
+        for name, value in (("max_running", max_running), ("max_queue", max_queue), ("prefill_chunk", prefill_chunk),
+                            ("prompt_lookup", prompt_lookup)):
             if value < 1:
                 raise ValueError(f"{name}: expected >= 1, got {value}")
+        if speculate < 0:
+            raise ValueError(f"speculate: expected >= 0 guesses per step (0: off), got {speculate}")
+        self.speculate, self.lookup = speculate, PromptLookup(prompt_lookup)
+        self.proposed = self.accepted = 0
         self.model, self.pool, self.metrics = model, pool, metrics
         self.max_running, self.max_queue, self.prefill_chunk = max_running, max_queue, prefill_chunk
         self.waiting: deque[Sequence] = deque()
@@ -193,19 +205,50 @@ class Scheduler:
             budget -= n
             if seq.prefilled == len(seq.prompt):
                 self.prefilling.remove(seq)
-                if self._emit(seq, self._sample(seq, logits)):
+                if self._emit(seq, self._sample(seq, logits[0])):
                     self.running.append(seq)
 
     def _decode(self) -> None:
         if not self.running:
             return
-        batch = self.running
+        batch, kept = [], []
+        for seq in self.running:
+            guesses = self._guesses(seq)
+            if guesses:
+                if self._verify(seq, guesses):
+                    kept.append(seq)
+            else:
+                batch.append(seq)
+        if batch:
+            kept += self._decode_batch(batch)
+        self.running = kept
+
+    def _decode_batch(self, batch: list[Sequence]) -> list[Sequence]:
         dev = self.model.transformer.wte.weight.device
         tokens = torch.tensor([s.generated[-1] for s in batch], dtype=torch.long).to(dev)
         lengths = torch.tensor([s.length for s in batch], dtype=torch.int32).to(dev)
         tables = self.pool.tables([s.pages for s in batch])
         logits = decode_step(self.model, tokens, lengths, tables, self.pool)
-        self.running = [s for s, row in zip(batch, logits, strict=True) if self._emit(s, self._sample(s, row))]
+        return [s for s, row in zip(batch, logits, strict=True) if self._emit(s, self._sample(s, row))]
+
+    def _guesses(self, seq: Sequence) -> list[int]:
+        # At most the tokens still allowed after the one a verification always adds.
+        room = min(self.speculate, seq.max_tokens - len(seq.generated) - 1)
+        if room <= 0:
+            return []
+        return self.lookup.propose(seq.prompt + seq.generated, room)[0]
+
+    def _verify(self, seq: Sequence, guesses: list[int]) -> bool:
+        """Check ``guesses`` after the sequence's last token in one forward; emit what is kept."""
+        tokens = [seq.generated[-1], *guesses]
+        logits = prefill_chunk(self.model, tokens, seq.length - 1, seq.pages, self.pool, last=len(tokens))
+        scores = process_logits(logits.float(), seq.params)
+        m, after = verify(scores, guesses, None, seq.params.greedy, seq.generator)
+        self.proposed += len(guesses)
+        self.accepted += m
+        if self.metrics is not None:
+            self.metrics.speculated(len(guesses), m)
+        return all(self._emit(seq, t) for t in [*guesses[:m], after])
 
     def _sample(self, seq: Sequence, logits: torch.Tensor) -> int:
         logits = logits.float()[None]
