@@ -48,6 +48,17 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--backend", choices=["auto", "torch", "triton"], default="auto")
     s.add_argument("--no-cuda-graph", action="store_true", help="decode eagerly on CUDA")
     s.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start, faster tokens)")
+    s.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: weight-only int8 block linears and LM head (per-channel scales), for decode bandwidth")
+    spec = s.add_argument_group("speculative decoding (one prompt; engine/speculative.py)")
+    spec.add_argument("--speculate", type=int, default=None, metavar="K",
+                      help="guess K tokens per step (from --draft-preset/--draft-checkpoint or --prompt-lookup) and "
+                           "verify them in one forward of the model; same output distribution")
+    spec.add_argument("--draft-preset", default=None, metavar="NAME", help="a draft model preset (random weights)")
+    spec.add_argument("--draft-checkpoint", type=Path, default=None, metavar="PATH",
+                      help="a draft model: tritongpt checkpoint folder with the model's vocabulary")
+    spec.add_argument("--prompt-lookup", type=int, default=None, metavar="N",
+                      help="guess by copying what followed the context's last N-gram earlier in it (no draft model)")
 
 
 def read_prompts(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -121,6 +132,10 @@ def load_model_and_tokenizer(args: argparse.Namespace):
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = model.to(device=device, dtype=dtype).eval()
     model.backend = args.backend
+    if getattr(args, "quantize", "none") == "int8":
+        from .quantize import quantize_int8
+
+        quantize_int8(model)
     return model, tok
 
 
@@ -142,10 +157,13 @@ def main(args: argparse.Namespace) -> int:
         for s in args.stop:
             if not s:
                 raise ValueError("--stop: empty stop string")
+        speculation = _speculation(args, model, prompts, kw)
     except (ValueError, OSError) as e:
         from .errors import report_error
 
         return report_error(e)
+    if speculation is not None:
+        return _run_speculative(args, model, tok, texts[0], speculation)
     _note_cropped(given, prompts, model.config.block_size)
     graph = False if args.no_cuda_graph else None
     skip = [eos] if eos is not None else []
@@ -193,4 +211,101 @@ def main(args: argparse.Namespace) -> int:
     w = model.transformer.wte.weight
     print(f"TTFT {ttft} | {itl} | {total_tokens / elapsed:.1f} tokens/s | {total_tokens} tokens in {elapsed:.2f} s "
           f"| {w.device} {str(w.dtype)[6:]} backend={model.backend}", file=sys.stderr)
+    return 0
+
+
+_NOT_WITH_SPECULATION = (("min_p", "--min-p"), ("repetition_penalty", "--repetition-penalty"),
+                         ("window_shift", "--window-shift"), ("compile", "--compile"))
+
+
+def _speculation(args: argparse.Namespace, model, prompts: list[list[int]], kw: dict):
+    """The speculative run the flags ask for (None without ``--speculate``), checked before any output."""
+    sources = [f for f, v in (("--draft-preset", args.draft_preset), ("--draft-checkpoint", args.draft_checkpoint),
+                              ("--prompt-lookup", args.prompt_lookup)) if v is not None]
+    if args.speculate is None:
+        if sources:
+            raise ValueError(f"{sources[0]}: only used with --speculate K (the number of guesses per step)")
+        return None
+    if args.speculate < 1:
+        raise ValueError(f"--speculate: expected a number of draft tokens >= 1, got {args.speculate}")
+    if len(sources) != 1:
+        got = " and ".join(sources) if sources else "none"
+        raise ValueError(f"--speculate: expected one of --draft-preset, --draft-checkpoint or --prompt-lookup, "
+                         f"got {got}")
+    if args.prompt_lookup is not None and args.prompt_lookup < 1:
+        raise ValueError(f"--prompt-lookup: expected an n-gram length >= 1, got {args.prompt_lookup}")
+    if len(prompts) != 1:
+        raise ValueError(f"--speculate: expected one prompt, got {len(prompts)}")
+    for key, flag in _NOT_WITH_SPECULATION:
+        if getattr(args, key, None) not in (None, False):
+            raise ValueError(f"{flag}: not supported with --speculate")
+    from .speculative import speculative_stream
+
+    draft = _load_draft(args, model) if args.prompt_lookup is None else None
+    opts = {k: v for k, v in kw.items() if k not in ("min_p", "repetition_penalty", "window_shift")}
+    # Built here so that every argument is checked before any output; no work starts until it is iterated.
+    return speculative_stream(model, prompts[0], args.max_new_tokens, draft_model=draft,
+                              prompt_lookup=args.prompt_lookup, num_draft_tokens=args.speculate, **opts)
+
+
+def _load_draft(args: argparse.Namespace, model):
+    """The draft model of --draft-preset / --draft-checkpoint, on the model's device, dtype and backend."""
+    from .model import GPT
+
+    if args.draft_preset is not None:
+        flag = "--draft-preset"
+        try:
+            draft = GPT.from_preset(args.draft_preset)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{flag}: {e}") from e
+    else:
+        from .model_source import model_folder
+
+        flag = "--draft-checkpoint"
+        try:
+            folder = model_folder(argparse.Namespace(checkpoint=args.draft_checkpoint))
+        except ValueError as e:  # the same folder checks as --checkpoint, under this flag's name
+            raise ValueError(str(e).replace("--checkpoint", flag, 1)) from None
+        try:
+            draft = GPT.from_pretrained(folder)
+        except ValueError as e:
+            raise ValueError(f"{flag}: {e}") from e
+    if draft.config.vocab_size != model.config.vocab_size:
+        raise ValueError(f"{flag}: a vocabulary of {draft.config.vocab_size} tokens, expected the model's "
+                         f"{model.config.vocab_size}")
+    w = model.transformer.wte.weight
+    draft = draft.to(device=w.device, dtype=w.dtype).eval()
+    draft.backend = args.backend
+    return draft
+
+
+def _run_speculative(args: argparse.Namespace, model, tok, text: str, steps) -> int:
+    """One prompt through speculative decoding; the acceptance rate is the last line on stderr."""
+    from .textstream import TextStream
+
+    eos = getattr(tok, "eot_token", None)
+    out = TextStream(tok, args.stop, [eos] if eos is not None else [])
+    if args.stream:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    start = time.perf_counter()
+    for tokens in steps:
+        for token in tokens:
+            piece = out.push(token)
+            if args.stream and piece:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        if out.stopped:
+            steps.close()
+            break
+    elapsed = time.perf_counter() - start
+    tail = out.finish()
+    if args.stream:
+        sys.stdout.write(tail + "\n")
+    else:
+        print(text + out.text)
+    r, w = steps.result, model.transformer.wte.weight
+    print(f"{len(r.tokens) / elapsed:.1f} tokens/s | {len(r.tokens)} tokens in {elapsed:.2f} s | {w.device} "
+          f"{str(w.dtype)[6:]} backend={model.backend}", file=sys.stderr)
+    print(r.summary(steps.num_draft_tokens), file=sys.stderr)
     return 0

@@ -99,11 +99,25 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """One token per row: its key/value is appended at ``lengths - 1`` and it attends to [0, lengths)."""
         B, C = x.shape
-        qkv = ops.decode_linear(x, self.c_attn.weight, self.c_attn.bias, backend=self.backend)
+        qkv = ops.decode_linear(x, ops.weight_of(self.c_attn), self.c_attn.bias, backend=self.backend)
         q, k, v = qkv.reshape(B, 3, self.n_head, self.head_dim).unbind(1)  # (B, nh, hd)
         y = ops.decode_attention(q, k_cache, v_cache, lengths, k, v, backend=self.backend, kv_bound=kv_bound,
                                  meta=meta)
-        return ops.decode_linear(y.reshape(B, C), self.c_proj.weight, self.c_proj.bias, backend=self.backend)
+        return ops.decode_linear(y.reshape(B, C), ops.weight_of(self.c_proj), self.c_proj.bias,
+                                 backend=self.backend)
+
+    def forward_extend(self, x: torch.Tensor, start: int, k_cache: torch.Tensor, v_cache: torch.Tensor
+                       ) -> torch.Tensor:
+        """Tokens at positions [start, start + T) of every row: their keys/values fill cache[:B, :, start:start + T]
+        and token i attends to cache positions [0, start + i] (draft tokens after a KV cache)."""
+        B, T, C = x.shape
+        qkv = self.c_attn(x)
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in qkv.split(C, dim=2))
+        end = start + T
+        k_cache[:B, :, start:end].copy_(k)
+        v_cache[:B, :, start:end].copy_(v)
+        y = ops.attention_tail(q, k_cache[:B, :, :end], v_cache[:B, :, :end], backend=self.backend)  # (B, nh, T, hd)
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
 class MLP(nn.Module):
@@ -115,14 +129,14 @@ class MLP(nn.Module):
         self.backend = "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = ops.gelu_linear(x, self.c_fc.weight, self.c_fc.bias, backend=self.backend)  # (B, T, 4C)
-        return self.dropout(ops.linear(a, self.c_proj.weight, self.c_proj.bias, backend=self.backend))
+        a = ops.gelu_linear(x, ops.weight_of(self.c_fc), self.c_fc.bias, backend=self.backend)  # (B, T, 4C)
+        return self.dropout(ops.linear(a, ops.weight_of(self.c_proj), self.c_proj.bias, backend=self.backend))
 
     def forward_decode(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend != "torch":
             return self.forward(x)  # fused Triton GEMM epilogues
-        a = F.gelu(ops.decode_linear(x, self.c_fc.weight, self.c_fc.bias), approximate="tanh")
-        return ops.decode_linear(a, self.c_proj.weight, self.c_proj.bias)
+        a = F.gelu(ops.decode_linear(x, ops.weight_of(self.c_fc), self.c_fc.bias), approximate="tanh")
+        return ops.decode_linear(a, ops.weight_of(self.c_proj), self.c_proj.bias)
 
 
 class Block(nn.Module):
@@ -150,6 +164,11 @@ class Block(nn.Module):
         a, h = self.ln_1(x, residual)
         a, h = self.ln_2(self.attn.forward_decode(a, lengths, k_cache, v_cache, kv_bound, meta), h)
         return self.mlp.forward_decode(a), h
+
+    def forward_extend(self, x, residual, start, k_cache, v_cache):
+        a, h = self.ln_1(x, residual)
+        a, h = self.ln_2(self.attn.forward_extend(a, start, k_cache, v_cache), h)
+        return self.mlp(a), h
 
 
 class GPT(nn.Module):
@@ -245,7 +264,8 @@ class GPT(nn.Module):
             # The head and the loss in one op: on the triton backend the (B*T, V) logits never exist.
             # Padded vocabulary rows stay out of the log-sum-exp and get no gradient.
             flat = _ignore_negative(targets.reshape(-1))
-            return None, ops.lm_loss(h.reshape(-1, h.size(-1)), self.lm_head.weight[:V], flat, backend=self.backend)
+            return None, ops.lm_loss(h.reshape(-1, h.size(-1)), ops.weight_of(self.lm_head)[:V], flat,
+                                     backend=self.backend)
         logits = self.lm_head(h)
         if self.config.padded_vocab_size != V:
             logits = logits[..., :V]  # padded rows never count
@@ -299,8 +319,34 @@ class GPT(nn.Module):
         for block, k_cache, v_cache in zip(self.transformer.h, cache.k, cache.v, strict=True):
             x, residual = block.forward_decode(x, residual, lengths, k_cache, v_cache, kv_bound, meta)
         x, _ = self.transformer.ln_f(x, residual)
-        logits = ops.decode_linear(x, self.lm_head.weight, None, backend=self.backend)
+        logits = ops.decode_linear(x, ops.weight_of(self.lm_head), None, backend=self.backend)
         return logits[..., : self.config.vocab_size]
+
+    def forward_extend(self, idx: torch.Tensor, start: int, cache, *, last: int | None = None) -> torch.Tensor:
+        """Tokens ``idx`` (B, Tn) at positions [start, start + Tn) after ``start`` cached ones: their
+        keys/values are written into ``cache`` there and token i attends causally to cache positions
+        [0, start + i]. Returns logits (B, Tn, vocab), or of the last ``last`` positions only (the LM head
+        then skips the rest: a prompt fed with draft tokens needs no logits of its own). Speculative
+        decoding verifies draft tokens in one call; a rejected tail needs no undo, since the next call
+        overwrites its positions."""
+        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"idx: expected an integer tensor of shape (B, Tn), got {idx.dtype} {tuple(idx.shape)}")
+        B, T = idx.shape
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start: expected an integer >= 0, got {start!r}")
+        if T == 0 or start + T > cache.capacity or B > cache.batch:
+            raise ValueError(f"idx: {B} rows of {T} tokens at positions [{start}, {start + T}); expected Tn >= 1, "
+                             f"start + Tn <= {cache.capacity} (the cache's capacity) and B <= {cache.batch}")
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= T):
+            raise ValueError(f"last: expected an integer in [1, {T}] (the tokens given) or None, got {last!r}")
+        check_token_ids(idx, self.config.vocab_size, "idx")
+        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        residual = None
+        for block, k_cache, v_cache in zip(self.transformer.h, cache.k, cache.v, strict=True):
+            x, residual = block.forward_extend(x, residual, start, k_cache, v_cache)
+        if last is not None:
+            x, residual = x[:, T - last:], residual[:, T - last:]
+        return self._logits(x, residual)  # (B, last or Tn, vocab)
 
     # ---- bookkeeping ---------------------------------------------------------------------
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:

@@ -9,6 +9,8 @@ Every op the GPT uses goes through a function here with a ``backend`` argument:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -102,10 +104,45 @@ def layer_norm(
     return F.layer_norm(h, (h.shape[-1],), weight, bias, eps), h
 
 
+@dataclass(frozen=True)
+class Int8Weight:
+    """A weight-only int8 matrix: ``data`` (N, K) int8 and fp32 per-output-channel ``scale`` (N,), the
+    float weight being ``data * scale[:, None]`` (``engine/quantize.py`` makes them). The linear seams
+    (``linear``, ``gelu_linear``, ``decode_linear``, ``lm_loss``) take one wherever they take a weight."""
+
+    data: torch.Tensor
+    scale: torch.Tensor
+
+    def __getitem__(self, rows: slice) -> Int8Weight:
+        """Output channels, as slicing the float weight would (``weight_of(lm_head)[:V]``)."""
+        return Int8Weight(self.data[rows], self.scale[rows])
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        return (self.data * self.scale[:, None]).to(dtype)  # int8 * fp32 -> fp32: one rounding to dtype
+
+
+def weight_of(m: torch.nn.Module) -> torch.Tensor | Int8Weight:
+    """What the seams take as ``m``'s weight: ``m.weight``, or the ``Int8Weight`` of a quantized layer."""
+    w = getattr(m, "int8", None)
+    return w if isinstance(w, Int8Weight) else m.weight
+
+
+def _int8_linear(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None, *, backend: str) -> torch.Tensor:
+    if backend == "triton":  # the weight is read as int8: half the bytes of fp16 per decode step
+        dt = _autocast_dtype(x)
+        if dt is not None:
+            x, bias = _cast(dt, x, bias)
+        return _kernels().int8_linear(x, weight.data, weight.scale, bias)
+    # Dequantized per call, then a float GEMM: an int-valued GEMM scaled afterwards could overflow fp16.
+    return F.linear(x, weight.dequantize(x.dtype), bias)
+
+
 def gelu_linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, backend: str = "torch"
+    x: torch.Tensor, weight: torch.Tensor | Int8Weight, bias: torch.Tensor | None, *, backend: str = "torch"
 ) -> torch.Tensor:
     """``gelu_tanh(x @ weight.T + bias)``: the MLP's ``c_fc``."""
+    if isinstance(weight, Int8Weight):
+        return F.gelu(_int8_linear(x, weight, bias, backend=backend), approximate="tanh")
     if backend == "triton":
         dt = _autocast_dtype(x)
         if dt is not None:
@@ -116,13 +153,16 @@ def gelu_linear(
 
 def linear(
     x: torch.Tensor,
-    weight: torch.Tensor,
+    weight: torch.Tensor | Int8Weight,
     bias: torch.Tensor | None,
     residual: torch.Tensor | None = None,
     *,
     backend: str = "torch",
 ) -> torch.Tensor:
     """``x @ weight.T + bias (+ residual)``: the MLP's ``c_proj``."""
+    if isinstance(weight, Int8Weight):
+        y = _int8_linear(x, weight, bias, backend=backend)
+        return y if residual is None else y + residual
     if backend == "triton":
         dt = _autocast_dtype(x)
         if dt is not None:
@@ -146,7 +186,9 @@ def lm_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, bac
             ) -> torch.Tensor:
     """The LM head and its loss in one: mean cross-entropy of ``x @ weight.T`` (x (N, C), weight (V, C),
     targets (N,) with ``IGNORE_INDEX`` for ignored rows). ``"triton"`` never materialises the (N, V)
-    logits (``kernels.linear_cross_entropy``); ``"torch"`` does."""
+    logits (``kernels.linear_cross_entropy``); ``"torch"`` does, and so does an ``Int8Weight`` head."""
+    if isinstance(weight, Int8Weight):  # inference only (evaluation): the fused op has no int8 form
+        return mean_cross_entropy(_int8_linear(x, weight, None, backend=backend), targets)
     if backend == "triton":
         dt = _autocast_dtype(x)
         if dt is not None:
@@ -162,7 +204,12 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   ) -> torch.Tensor:
     """A decode step's ``x @ weight.T + bias`` for x (M, K) with few rows. On CPU with 2..16 rows it
     is computed as ``(weight @ x.T).T``: MKL then streams the (N, K) weight once instead of packing it
-    first (measured 1.5x faster at M = 8 on the project's 2-core CPU). Otherwise ``F.linear``."""
+    first (measured 1.5x faster at M = 8 on the project's 2-core CPU). Otherwise ``F.linear``.
+    An ``Int8Weight`` runs ``kernels.int8_linear`` on triton and is dequantized on torch."""
+    if isinstance(weight, Int8Weight):
+        if backend == "triton":
+            return _int8_linear(x, weight, bias, backend=backend)
+        weight = weight.dequantize(x.dtype)
     M = x.shape[0]
     if backend == "torch" and x.device.type == "cpu" and x.dim() == 2 and 1 < M <= SMALL_BATCH \
             and weight.is_contiguous():
@@ -208,3 +255,45 @@ def decode_attention(
     scores = scores.masked_fill_(masked[:, None, :], float("-inf")).mul_(D**-0.5)
     p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v_cache.dtype)
     return torch.matmul(p.unsqueeze(2), v_cache).squeeze(2)  # (B, H, D)
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_pool: torch.Tensor,
+    v_pool: torch.Tensor,
+    block_tables: torch.Tensor,
+    lengths: torch.Tensor,
+    k_new: torch.Tensor | None = None,
+    v_new: torch.Tensor | None = None,
+    *,
+    backend: str = "torch",
+) -> torch.Tensor:
+    """One query token per row over a paged KV cache: q (B, H, D), pools (num_pages, H, page_size, D),
+    block_tables (B, max_pages), lengths (B,). Row b's position p is slot p % page_size of page
+    block_tables[b, p // page_size]. ``k_new``/``v_new`` (B, H, D) are first written at position
+    ``lengths - 1``. The engine validated ``lengths`` and the tables already, so the kernel skips its host
+    check; the torch path reads the batch's max length once (free on CPU, its target)."""
+    if backend == "triton":
+        return _kernels().paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, k_new=k_new,
+                                                 v_new=v_new, check_lengths=False)
+    B, H, D = q.shape
+    page_size = k_pool.shape[2]
+    tables = block_tables.long()
+    if k_new is not None:
+        pos = lengths.long() - 1
+        pages = tables.gather(1, (pos // page_size)[:, None]).squeeze(1)  # (B,)
+        k_pool[pages, :, pos % page_size] = k_new  # advanced indices around a slice: (B, H, D) on both sides
+        v_pool[pages, :, pos % page_size] = v_new
+    n_pages = -(-int(lengths.max()) // page_size) if B else 0
+    used = torch.arange(n_pages, device=q.device) < ((lengths[:, None] + page_size - 1) // page_size)
+    ids = torch.where(used, tables[:, :n_pages], 0).reshape(-1)  # entries past a row's pages may hold -1
+
+    def gather(pool: torch.Tensor) -> torch.Tensor:  # (B, H, n_pages * page_size, D)
+        return pool.index_select(0, ids).view(B, n_pages, H, page_size, D).transpose(1, 2).reshape(B, H, -1, D)
+
+    k, v = gather(k_pool), gather(v_pool)
+    masked = torch.arange(k.shape[2], device=q.device) >= lengths[:, None]  # (B, T)
+    scores = torch.matmul(q.unsqueeze(2), k.transpose(2, 3)).squeeze(2)  # (B, H, T)
+    scores = scores.masked_fill_(masked[:, None, :], float("-inf")).mul_(D**-0.5)
+    p = torch.softmax(scores, dim=-1, dtype=torch.float32).nan_to_num_(0.0).to(v.dtype)  # length 0: zeros
+    return torch.matmul(p.unsqueeze(2), v).squeeze(2)  # (B, H, D)

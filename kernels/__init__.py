@@ -23,12 +23,15 @@ if __name__ == "tritongpt.kernels":
     from .decode_attention import decode_attention
     from .flash_attention import attention
     from .fused_linear import gelu_linear, linear
+    from .int8_linear import int8_linear
     from .layernorm import layer_norm
     from .linear_cross_entropy import linear_cross_entropy
+    from .paged_decode_attention import paged_decode_attention
 
     _compat.install_variant_pruning()  # after the kernel modules exist (Tritons that spill on some configs)
 
-    __all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear", "linear_cross_entropy"]
+    __all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear", "linear_cross_entropy",
+               "int8_linear", "paged_decode_attention"]
 else:
     # Imported as top-level ``kernels``: the repository root is on sys.path (``python -c``/``-m`` or a
     # notebook in the checkout) and the name belongs to PyPI's ``kernels`` (transformers imports it).

@@ -91,7 +91,8 @@ def install() -> None:
         triton.autotune = autotune
 
 
-KERNEL_MODULES = ("flash_attention", "layernorm", "fused_linear", "decode_attention", "linear_cross_entropy")
+KERNEL_MODULES = ("flash_attention", "layernorm", "fused_linear", "decode_attention", "linear_cross_entropy",
+                  "int8_linear", "paged_decode_attention")
 
 
 def install_variant_pruning() -> None:

@@ -204,12 +204,13 @@ def test_overload_gets_429_and_draining_503():
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path):
-    """The real command: a streaming request in flight when SIGTERM arrives still gets all its tokens, new
-    requests are refused, and the process exits 0."""
+    """The real command (int8 weights, speculation on): a streaming request in flight when SIGTERM arrives
+    still gets all its tokens, and the process exits 0."""
     port = _free_port()
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "tritongpt", "serve", "--preset", "tiny", "--port", str(port),
-                             "--device", "cpu", "--backend", "torch", "--tokenizer", _char_tokenizer(tmp_path)],
+                             "--device", "cpu", "--backend", "torch", "--tokenizer", _char_tokenizer(tmp_path),
+                             "--quantize", "int8", "--speculate", "2"],
                             env=env, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"

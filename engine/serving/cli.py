@@ -38,6 +38,9 @@ def add_engine_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--page-size", type=int, default=16, help="positions per KV page (a power of two >= 16)")
     s.add_argument("--prefill-chunk", type=int, default=256,
                    help="prompt tokens prefilled between two decode steps (default 256)")
+    s.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="int8: weight-only int8 linears with per-channel scales (half the weight bytes per decode "
+                   "step of fp16)")
     s.add_argument("--speculate", type=int, default=0, metavar="K",
                    help="speculative decoding: up to K guesses per step from prompt lookup, checked in one forward "
                    "(0: off)")
