@@ -9,7 +9,6 @@ second signal exits at once.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
@@ -87,8 +86,8 @@ def main(args: argparse.Namespace) -> int:
                          "pip install 'tritongpt[serve]'") from None
     served = build(args)
     pool = served.scheduler.pool
-    print(f"serving {served.name!r} on http://{args.host}:{args.port}/v1 ({served.model.backend} backend, "
-          f"{pool.num_pages} KV pages of {pool.page_size} positions = {pool.nbytes / 2**20:,.0f} MiB, max batch "
-          f"{args.max_batch})", file=sys.stderr, flush=True)
-    serve(served, args.host, args.port, args.drain_timeout)
+    banner = (f"serving {served.name!r} on http://{args.host}:{args.port}/v1 ({served.model.backend} backend, "
+              f"{pool.num_pages} KV pages of {pool.page_size} positions = {pool.nbytes / 2**20:,.1f} MiB, max batch "
+              f"{args.max_batch})")
+    serve(served, args.host, args.port, args.drain_timeout, banner)
     return 0

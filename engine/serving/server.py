@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import uvicorn
@@ -14,10 +15,15 @@ class DrainingServer(uvicorn.Server):
     """First SIGTERM/SIGINT: refuse new requests (503), let admitted ones finish within ``drain_timeout``
     seconds, then shut down as uvicorn does. A second signal exits at once."""
 
-    def __init__(self, config: uvicorn.Config, served: ServedModel, drain_timeout: float) -> None:
+    def __init__(self, config: uvicorn.Config, served: ServedModel, drain_timeout: float, banner: str = "") -> None:
         super().__init__(config)
-        self.served, self.drain_timeout = served, drain_timeout
+        self.served, self.drain_timeout, self.banner = served, drain_timeout, banner
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started and self.banner:  # only once the port is bound: a busy port prints uvicorn's error alone
+            print(self.banner, file=sys.stderr, flush=True)
 
     async def serve(self, sockets=None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -38,13 +44,14 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(served: ServedModel, host: str, port: int, drain_timeout: float) -> None:
-    """Run until drained: the scheduler thread and the HTTP server, both stopped on the way out."""
+def serve(served: ServedModel, host: str, port: int, drain_timeout: float, banner: str = "") -> None:
+    """Run until drained: the scheduler thread and the HTTP server, both stopped on the way out; ``banner``
+    goes to stderr once the port is bound."""
     config = uvicorn.Config(create_app(served), host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=max(1, int(drain_timeout)))
     served.scheduler.start()
     try:
-        DrainingServer(config, served, drain_timeout).run()
+        DrainingServer(config, served, drain_timeout, banner).run()
     finally:
         served.scheduler.stop()
 
