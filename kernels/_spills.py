@@ -75,9 +75,10 @@ def _tile(block_m: int, block_n: int, num_warps: int, num_stages: int) -> dict[s
 
 _FWD, _DKDV, _DQ = "_attn_fwd_kernel", "_attn_bwd_dkdv_kernel", "_attn_bwd_dq_kernel"
 _LIN_FWD, _LIN_DW = "_fused_linear_fwd_kernel", "_linear_bwd_dw_kernel"
-_DECODE = "_decode_split_kernel"
+_DECODE, _PAGED = "_decode_split_kernel", "_paged_decode_split_kernel"
+_INT8 = "_int8_linear_kernel"
 # Kernels launched with one fixed config (no autotuner): their launchers read the whole form, EVEN_* too.
-FIXED_CONFIG_KERNELS = (_DECODE,)
+FIXED_CONFIG_KERNELS = (_DECODE, _PAGED)
 _DECODE_8W = {"num_warps": 8, "num_stages": 2}
 
 # Compiled with Triton 3.3.1 (what torch 2.7 pins) for sm_80, sm_89 and sm_90a, every shipped pointer-path
@@ -159,6 +160,19 @@ SPILLS: dict[tuple[int, int], tuple[Spill, ...]] = {
               fallback=_DECODE_8W, measured="fp32,ragged,single@sm_90a: 96 regs + 8 B"),
         Spill(_DECODE, (80,), {"num_warps": 4, "BLOCK_D": 128, "BLOCK_N": 16, "HAS_NEW": True, "dtype": "fp32"},
               fallback=_DECODE_8W, measured="fp32,append,unaligned@sm_80: 80 regs + 8 B"),
+        # The paged decode kernel: the same 8 B of stack in three forms; 8 warps on the same BLOCK_N.
+        Spill(_PAGED, (90,), {"num_warps": 4, "BLOCK_D": 128, "BLOCK_N": 32, "SINGLE": False, "HAS_NEW": True,
+                              "EVEN_D": True, "dtype": "bf16"},
+              fallback=_DECODE_8W, measured="bf16,append@sm_90a: 72 regs + 8 B"),
+        Spill(_PAGED, (90,), {"num_warps": 4, "BLOCK_D": 64, "BLOCK_N": 64, "SINGLE": False, "HAS_NEW": True,
+                              "EVEN_D": True, "dtype": "bf16"},
+              fallback=_DECODE_8W, measured="bf16,append@sm_90a: 72 regs + 8 B"),
+        Spill(_PAGED, (80,), {"num_warps": 4, "BLOCK_D": 64, "BLOCK_N": 64, "SINGLE": True, "HAS_NEW": False,
+                              "EVEN_D": True, "dtype": "fp32"},
+              fallback=_DECODE_8W, measured="fp32,single@sm_80: 96 regs + 8 B"),
+        Spill(_INT8, (80,), {"BLOCK_N": 128, "BLOCK_M": 64, "BLOCK_K": 64, "GROUP_N": 8, "num_warps": 4,
+                             "num_stages": 4, "dtype": "bf16"},
+              measured="bf16,bias@sm_80: 168 regs + 8 B"),
     ),
 }
 

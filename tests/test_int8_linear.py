@@ -140,7 +140,8 @@ def test_tiles_per_m_bucket(bucket, want):
 
 
 def test_variants_cover_every_shipped_tile():
-    vs = il.variants()
+    # The table as shipped by the newest Triton: an older one's spill entries prune it (tested with _spills).
+    vs = getattr(il.variants, "__wrapped__", il.variants)()
     assert len({v.name for v in vs}) == len(vs)
     for cfg in il.CONFIGS:
         for dt in ("fp16", "bf16", "fp32"):
