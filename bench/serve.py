@@ -2,7 +2,7 @@
 
 Starts ``tritongpt serve``'s app in this process on a free loopback port, then:
 
-1. **served**: ``clients`` threads each stream completions (``stream: true``, token-id prompts of
+1. **served**: ``clients`` threads (in a second process) each stream completions (``stream: true``, token-id prompts of
    ``prompt_len``, ``max_tokens`` greedy tokens) until ``requests`` have been answered, measuring per request
    the time to the first token (TTFT) and the gaps between streamed chunks (inter-token latency, ITL);
 2. **one at a time**: the same requests through the plain generator (``tritongpt.engine.stream``), one
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -125,6 +127,19 @@ def run_served(host: str, port: int, model: str, prompts: list[list[int]], max_t
     return summarize("served", out, wall, clients)
 
 
+def run_clients_process(host: str, port: int, model: str, prompts: list[list[int]], max_tokens: int,
+                        clients: int) -> Summary:
+    """``run_served`` in a child Python: in this process the client threads would share the interpreter lock
+    with the server's event loop and scheduler, and the benchmark would time itself."""
+    job = json.dumps({"host": host, "port": port, "model": model, "prompts": prompts, "max_tokens": max_tokens,
+                      "clients": clients})
+    proc = subprocess.run([sys.executable, "-m", "tritongpt.bench.serve"], input=job, capture_output=True,
+                          text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the client process failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+    return Summary(**json.loads(proc.stdout))
+
+
 def run_sequential(model, prompts: list[list[int]], max_tokens: int) -> Summary:
     from tritongpt.engine import stream
 
@@ -156,7 +171,7 @@ def run(served, *, requests: int, clients: int, prompt_len: int, max_tokens: int
         host, port = srv.url.removeprefix("http://").rsplit(":", 1)
         stream_once(host, int(port), served.name, prompts[0], 2)  # warm-up: first-call costs stay out
         progress(f"served: {requests} requests, {clients} concurrent streams, prompt {prompt_len}, {max_tokens} tokens")
-        served_s = run_served(host, int(port), served.name, prompts, max_tokens, clients)
+        served_s = run_clients_process(host, int(port), served.name, prompts, max_tokens, clients)
     progress(HEADER)
     progress(format_row(served_s))
     progress("one at a time: the same requests through tritongpt.engine.stream")
@@ -183,3 +198,9 @@ HEADER = f"{'mode':<14} {'req':>4} {'conc':>4} {'tokens':>7} {'wall s':>7} {'tok
 def format_row(s: Summary) -> str:
     return (f"{s.mode:<14} {s.requests:>4} {s.concurrency:>4} {s.tokens:>7} {s.wall_s:>7.2f} {s.tokens_per_s:>8.1f} "
             f"{s.ttft_p50_ms:>7.1f}ms {s.ttft_p99_ms:>6.1f}ms {s.itl_p50_ms:>6.1f}ms {s.itl_p99_ms:>6.1f}ms")
+
+
+if __name__ == "__main__":  # the client process of run_clients_process: a job on stdin, a Summary on stdout
+    _job = json.loads(sys.stdin.read())
+    print(json.dumps(asdict(run_served(_job["host"], _job["port"], _job["model"], _job["prompts"], _job["max_tokens"],
+                                       _job["clients"]))))

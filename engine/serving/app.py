@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -74,7 +77,7 @@ class Session:
                                 top_p=req.top_p if req.top_p < 1 else None, vocab_limit=tok.vocab_size)
         base = req.seed if req.seed is not None else secrets.randbits(62)
         self.queue: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
+        mailbox = Mailbox.of(asyncio.get_running_loop())
         self.seqs: list[Sequence] = []
         self.streams: list[TextStream] = []
         self.choices: list[_Choice] = []
@@ -89,7 +92,7 @@ class Session:
             for j in range(req.n):
                 i = len(self.seqs)
                 self.seqs.append(Sequence(prompt, max_tokens, params, base + p * req.n + j,
-                                          on_event=lambda e, i=i: _deliver(loop, self.queue, (i, e)),
+                                          on_event=lambda e, i=i: mailbox.put(self.queue, (i, e)),
                                           eos=(self.eot,) if self.eot is not None else ()))
                 self.streams.append(TextStream(tok, stops, [self.eot] if self.eot is not None else []))
                 self.choices.append(_Choice(i))
@@ -143,13 +146,42 @@ class Session:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": done, "total_tokens": total}
 
 
-def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item) -> None:
-    """From the scheduler thread to the request's event loop; a loop already closed (the server stopped
-    with the request in flight) has nobody left to tell."""
-    try:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
-    except RuntimeError:
-        pass
+class Mailbox:
+    """Scheduler thread -> event loop. A decode step ends with a token for every running sequence; one
+    wake-up of the loop delivers them all (one per token would make the loop compete with the next step for
+    the interpreter lock). A loop already closed (the server stopped mid-request) has nobody left to tell."""
+
+    _by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque = deque()
+        self.lock = threading.Lock()
+        self.scheduled = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> Mailbox:
+        box = cls._by_loop.get(loop)
+        if box is None:
+            box = cls._by_loop[loop] = cls(loop)
+        return box
+
+    def put(self, queue: asyncio.Queue, item) -> None:
+        with self.lock:
+            self.items.append((queue, item))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            pass
+
+    def _drain(self) -> None:
+        with self.lock:
+            items, self.items, self.scheduled = self.items, deque(), False
+        for queue, item in items:
+            queue.put_nowait(item)
 
 
 def _reason(e: Event) -> str:

@@ -44,6 +44,30 @@ def prefill_chunk(model, tokens: list[int], start: int, pages: list[int], pool: 
     return _head(model, x[0, -last:], residual[0, -last:])
 
 
+def prefill_prompts(model, prompts: list[list[int]], page_lists: list[list[int]], pool: PagedKVPool) -> torch.Tensor:
+    """Whole prompts from position 0, several in one forward (right-padded: causal attention keeps the
+    padding out of every real token, as ``GPT.forward_prefill``); their keys/values go to their pages.
+    Returns the logits (B, vocab) after each prompt's last token."""
+    dev = model.transformer.wte.weight.device
+    B, T = len(prompts), max(len(p) for p in prompts)
+    idx = torch.tensor([p + [0] * (T - len(p)) for p in prompts], dtype=torch.long, device=dev)
+    x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(T, device=dev))
+    residual = None
+    for i, block in enumerate(model.transformer.h):
+        a, h = block.ln_1(x, residual)
+        attn = block.attn
+        C = a.shape[-1]
+        q, k, v = (t.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2) for t in attn.c_attn(a).split(C, dim=2))
+        for b, (p, pages) in enumerate(zip(prompts, page_lists, strict=True)):
+            pool.write(i, pages, 0, k[b, :, : len(p)], v[b, :, : len(p)])
+        y = ops.attention(q, k, v, backend=model.backend)
+        a, h = block.ln_2(attn.c_proj(y.transpose(1, 2).reshape(B, T, C)), h)
+        x, residual = block.mlp(a), h
+    rows = torch.arange(B, device=dev)
+    last = torch.tensor([len(p) - 1 for p in prompts], device=dev)
+    return _head(model, x[rows, last], residual[rows, last])
+
+
 def decode_step(model, tokens: torch.Tensor, lengths: torch.Tensor, tables: torch.Tensor,
                 pool: PagedKVPool) -> torch.Tensor:
     """One token per sequence: ``tokens`` (B,) at positions ``lengths - 1`` (``lengths`` counts them), block

@@ -6,8 +6,9 @@ Each iteration of the loop (``Scheduler.step``):
    pool at once;
 2. admits waiting requests in arrival order while there is a running slot (``max_running``) and the
    pool has the pages for prompt + max_tokens (reserved up front: nothing is ever preempted);
-3. prefills up to ``prefill_chunk`` prompt tokens, a chunk of one prompt at a time, so a long prompt
-   costs running streams one chunk of latency per iteration, never the whole prompt;
+3. prefills up to ``prefill_chunk`` prompt tokens: new prompts that fit whole in one batched forward,
+   longer ones a chunk at a time, so a long prompt costs running streams one chunk of latency per
+   iteration, never the whole prompt;
 4. runs one decode step for every running sequence (one batched forward over the paged cache) and
    samples each sequence's next token with its own ``torch.Generator``: a seeded request draws the same
    noise whatever else shares the batch.
@@ -36,7 +37,7 @@ import torch
 from ..sampling import SamplingParams, process_logits, sample
 from ..speculative import PromptLookup, verify
 from .paged_cache import OutOfPages, PagedKVPool
-from .paged_model import decode_step, prefill_chunk
+from .paged_model import decode_step, prefill_chunk, prefill_prompts
 
 
 class QueueFull(RuntimeError):
@@ -194,7 +195,7 @@ class Scheduler:
                 self.prefilling.append(self.waiting.popleft())
 
     def _prefill(self) -> None:
-        budget = self.prefill_chunk
+        budget = self._prefill_whole()
         for seq in list(self.prefilling):
             if budget == 0:
                 break
@@ -207,6 +208,27 @@ class Scheduler:
                 self.prefilling.remove(seq)
                 if self._emit(seq, self._sample(seq, logits[0])):
                     self.running.append(seq)
+
+    def _prefill_whole(self) -> int:
+        """New prompts that fit the chunk budget whole, in one batched forward (padding at most doubles the
+        tokens run); returns the budget left for chunking the rest."""
+        budget, group, longest = self.prefill_chunk, [], 0
+        for seq in self.prefilling:
+            n = len(seq.prompt)
+            if seq.prefilled or n > budget or max(longest, n) * (len(group) + 1) > 2 * self.prefill_chunk:
+                continue
+            group.append(seq)
+            budget -= n
+            longest = max(longest, n)
+        if not group:
+            return budget
+        logits = prefill_prompts(self.model, [s.prompt for s in group], [s.pages for s in group], self.pool)
+        for seq, row in zip(group, logits, strict=True):
+            seq.prefilled = len(seq.prompt)
+            self.prefilling.remove(seq)
+            if self._emit(seq, self._sample(seq, row)):
+                self.running.append(seq)
+        return budget
 
     def _decode(self) -> None:
         if not self.running:
