@@ -257,8 +257,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         served = build(args)
     except ImportError as e:
-        raise ValueError(f"bench serve needs the 'serve' extra ({e.name} is missing): pip install "
-                         "'tritongpt[serve]'") from None
+        from tritongpt.engine.errors import missing_extra
+
+        raise missing_extra(e, "serve", "bench serve") from None
     if args.prompt_len + args.max_tokens > served.model.config.block_size:
         raise ValueError(f"--prompt-len + --max-tokens: {args.prompt_len + args.max_tokens} exceeds the context "
                          f"window ({served.model.config.block_size})")

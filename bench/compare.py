@@ -70,7 +70,12 @@ def compare(base: dict[str, Any], new: dict[str, Any], threshold: float = 0.05, 
 
     Raises ``ValueError`` for a malformed result, threshold or alpha, and when no benchmark is in both
     results: a comparison of nothing must not read as "no regression"."""
-    from scipy.stats import mannwhitneyu
+    try:
+        from scipy.stats import mannwhitneyu
+    except ImportError as e:
+        from tritongpt.engine.errors import missing_extra
+
+        raise missing_extra(e, "bench", "bench compare (its Mann-Whitney U test)") from None
 
     from .results import validate_result
 

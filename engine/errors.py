@@ -35,3 +35,8 @@ def report_error(e: BaseException, code: int = 2) -> int:
         raise e
     print(f"error: {describe_error(e)}", file=sys.stderr)
     return code
+
+
+def missing_extra(e: ImportError, extra: str, what: str) -> ValueError:
+    """The error for a command whose optional dependencies are not installed: which extra brings them."""
+    return ValueError(f"{what} needs the '{extra}' extra ({e.name or e} is missing): pip install 'tritongpt[{extra}]'")

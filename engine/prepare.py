@@ -171,7 +171,12 @@ def _zstd_lines(raw: BinaryIO, path: Path) -> Iterator[bytes]:
     """Lines of a zstd stream of any number of frames. A corrupt stream, or one that ends inside a frame
     (a truncated download), is a ``PrepareError``: zstandard's stream reader would return the truncated
     text as if it were all."""
-    import zstandard
+    try:
+        import zstandard
+    except ImportError as e:
+        from .errors import missing_extra
+
+        raise missing_extra(e, "data", f"{path}: reading .zst") from None
 
     dctx = zstandard.ZstdDecompressor(max_window_size=2**31)  # the Pile's long-range windows need up to 2 GiB
     obj, inside, parts = dctx.decompressobj(), False, []

@@ -79,11 +79,12 @@ def build(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..errors import missing_extra
+
     try:
         from .server import serve
     except ImportError as e:
-        raise ValueError(f"tritongpt serve needs the 'serve' extra ({e.name} is missing): "
-                         "pip install 'tritongpt[serve]'") from None
+        raise missing_extra(e, "serve", "tritongpt serve") from None
     served = build(args)
     pool = served.scheduler.pool
     banner = (f"serving {served.name!r} on http://{args.host}:{args.port}/v1 ({served.model.backend} backend, "
