@@ -72,7 +72,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not torch.cuda.is_available():
         return
-    from tritongpt.bench.environment import EnvironmentRecorder
+    from tritongpt.engine.environment import EnvironmentRecorder
 
     session.config.stash[_RECORDER] = EnvironmentRecorder(torch.device("cuda", _gpu_index())).start()
 
@@ -99,7 +99,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     env = _environment(config)
     if not env:
         return
-    from tritongpt.bench.environment import throttle_warning
+    from tritongpt.engine.environment import throttle_warning
 
     warning = throttle_warning(env)
     if warning:

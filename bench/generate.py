@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from .environment import EnvironmentRecorder, cpu_model, format_environment_line, throttle_warning
+from tritongpt.engine.environment import EnvironmentRecorder, cpu_model, format_environment_line, throttle_warning
+
 from .launches import count_launches
 from .results import _quantile, add_record, result_document  # noqa: F401  (re-exported)
 

@@ -49,7 +49,7 @@ def _where(capability: tuple[int, int] | None) -> str:
 
 
 def _version_text(version: tuple[int, int] | None) -> str:
-    from tritongpt.kernels._compat import triton_version
+    from tritongpt.kernels.versions import triton_version
 
     return ".".join(map(str, version or triton_version()))
 

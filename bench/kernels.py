@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
+from tritongpt.engine.gpu_peaks import DevicePeak
+
 from . import metrics
-from .devices import DevicePeak
 from .kernel_cases import Sweep
 from .timing import Timing, time_gpu
 
@@ -283,9 +284,9 @@ def run_suite(sweeps: list[Sweep], *, device: torch.device, timer: Timer, peak: 
               log: Callable[[str], None] = print) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """Environment capture around the sweeps, then the result file, history, plots (and report).
     Returns (result, failures of our kernels, written paths)."""
+    from tritongpt.engine.environment import EnvironmentRecorder, format_environment_line, throttle_warning
     from tritongpt.kernels.tma import device_capability
 
-    from .environment import EnvironmentRecorder, format_environment_line, throttle_warning
     from .kernel_paths import describe
     from .results import result_document
 
@@ -321,7 +322,7 @@ def run_suite(sweeps: list[Sweep], *, device: torch.device, timer: Timer, peak: 
 def list_sweeps(sweeps: list[Sweep]) -> str:
     """Every point of every sweep with its FLOPs, minimum bytes and roofline floor on the two reference
     GPUs: what a run will measure, and the times no kernel can beat. Needs no GPU."""
-    from .devices import A100, H100, roofline_seconds
+    from tritongpt.engine.gpu_peaks import A100, H100, roofline_seconds
 
     lines = [f"{'sweep':<40} {'point':<14} {'GFLOP':>9} {'MB':>9} {'floor H100 us':>14} {'floor A100 us':>14}"
              "  providers"]
@@ -352,7 +353,7 @@ def main(kernels: tuple[str, ...], *, quick: bool = False, dtypes: tuple[str, ..
     if not torch.cuda.is_available():
         print(GPU_REQUIRED, file=sys.stderr)
         return 2
-    from .devices import lookup
+    from tritongpt.engine.gpu_peaks import lookup
 
     device = torch.device("cuda", torch.cuda.current_device())
     gpu = torch.cuda.get_device_name(device)

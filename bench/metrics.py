@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .devices import DevicePeak
+from tritongpt.engine.gpu_peaks import DevicePeak
 
 ES = {"float16": 2, "bfloat16": 2, "float32": 4}  # element sizes by dtype name
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from .devices import H100, DevicePeak, roofline_seconds
-from .environment import nvml_for_device, software
+from tritongpt.engine.environment import nvml_for_device, software
+from tritongpt.engine.gpu_peaks import H100, DevicePeak, roofline_seconds
+
 from .kernel_cases import Sweep
 
 ROUND_S = 1e-3  # target GPU time per round at the roofline: well above the ~10 us sync + clock cost

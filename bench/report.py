@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .devices import lookup
+from tritongpt.engine.gpu_peaks import lookup
+
 from .results import (
     DEFAULT_DIR,
     METRICS,

@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tritongpt.engine.fsutil import atomic_path, atomic_write_text, fsync_dir, temp_file
-
-from .devices import lookup
+from tritongpt.engine.gpu_peaks import lookup
 
 SCHEMA = "tritongpt-bench/1"
 METRICS = {"tflops": "TFLOP/s", "gbs": "GB/s"}

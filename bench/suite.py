@@ -69,8 +69,9 @@ def kernels_stage(out: Path, quick: bool, gpu: str) -> Stage:
     stem = _stamp("kernels", gpu)
 
     def run(out_dir: Path, log: Log) -> tuple[list[Path], bool]:
+        from tritongpt.engine.gpu_peaks import lookup
+
         from . import kernels as kb
-        from .devices import lookup
 
         device = torch.device("cuda", torch.cuda.current_device())
         _, failures, paths = kb.run_suite(sweeps, device=device, timer=kb.gpu_timer(), out_dir=out_dir,

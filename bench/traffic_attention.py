@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .traffic import TensorTraffic
-from .traffic_cases import Case
+from .traffic_case import Case
 
 
 def kv_rows_read(tq: int, tk: int, block_m: int, block_n: int, causal: bool) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .traffic import TensorTraffic
-from .traffic_cases import Case
+from .traffic_case import Case
 
 
 def _tiling(n: int, v: int, c: int, es: int) -> dict[str, int]:

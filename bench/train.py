@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from .environment import EnvironmentRecorder, format_environment_line, throttle_warning
+from tritongpt.engine.environment import EnvironmentRecorder, format_environment_line, throttle_warning
+
 from .generate import _sync
 from .memory import largest_fitting, resident_bytes, step_peak_bytes
 from .results import add_record, result_document
@@ -150,7 +151,7 @@ class _Stepper:
 def time_backend(preset: str, row: Row, batch: int, block: int | None, steps: int, warmup: int,
                  device: torch.device, *, max_batch: bool = False, memory_limit: int | None = None,
                  batch_cap: int = 1024) -> TrainResult:
-    from .devices import lookup
+    from tritongpt.engine.gpu_peaks import lookup
 
     st = _Stepper(preset, row, block, device)
     x, y = st.batch(batch)

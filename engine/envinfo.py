@@ -17,14 +17,14 @@ def _version(pkg: str) -> str:
 
 
 def git_commit() -> str | None:
-    from tritongpt.bench.environment import git_state  # lazily: bench modules import engine
+    from .environment import git_state
 
     return git_state()[0]
 
 
 def _nvml(index: int) -> dict[str, Any]:
     """Clocks, power, temperature, clock-event reasons via NVML; empty if NVML is unavailable."""
-    from tritongpt.bench.environment import nvml_for_device
+    from .environment import nvml_for_device
 
     snap = nvml_for_device(index) or {}
     snap.pop("name", None)  # the device name comes from torch

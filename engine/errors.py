@@ -1,6 +1,6 @@
 """How the command line reports an error: one ``error: ...`` line, or the traceback when debugging.
 
-Every command's handler raises; ``tritongpt.engine.cli.main`` and the few handlers that catch errors
+Every command's handler raises; ``tritongpt.cli.main`` and the few handlers that catch errors
 themselves (to keep a partial result, or to return their own exit code) print through here, so
 ``--debug`` and ``TRITONGPT_DEBUG=1`` show the traceback everywhere.
 """

@@ -93,7 +93,7 @@ def _finish(model, out: Path, save) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from .train import make_optimizer
+    from .train_setup import make_optimizer
     from .train_steps import close_session, open_session, run_steps
 
     _check_data(args.data)

@@ -68,8 +68,6 @@ def char_base(text: str, entries: list[dict[str, str]], path: Path) -> Path:
 
 def run_finetune_demo(out: str | Path = "out/finetune-demo") -> dict[str, dict]:
     """Fixtures, pretraining and both fine-tuning runs under ``out``; returns each run's metrics."""
-    from .cli import main
-
     out = Path(out)
     assets.fetch_gpt2_ranks(quiet=True)
     corpus = "".join(fx.play_text(p) for p in PLAYS)
@@ -93,11 +91,22 @@ def run_finetune_demo(out: str | Path = "out/finetune-demo") -> dict[str, dict]:
     for name, argv in runs.items():
         for sub in ("checkpoints", "model"):  # a demo run starts afresh each time
             _remove(out / name / sub)
-        code = main([str(a) for a in argv])
+        code = _finetune([str(a) for a in argv])
         if code != 0:
             raise RuntimeError(f"finetune demo: the {name} run failed (exit {code})")
         results[name] = json.loads((out / name / "metrics.json").read_text(encoding="utf-8"))
     return results
+
+
+def _finetune(argv: list[str]) -> int:
+    """``tritongpt finetune ...`` in this process, through the command's own parser."""
+    import argparse
+
+    from . import finetune
+
+    parser = argparse.ArgumentParser(prog="tritongpt finetune")
+    finetune.add_arguments(parser)
+    return int(finetune.main(parser.parse_args(argv[1:])) or 0)
 
 
 def _remove(path: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import ops
+from . import ops, weights
 from .config import GPTConfig
 
 
@@ -378,12 +378,11 @@ class GPT(nn.Module):
     def from_pretrained(cls, path: str | Path, **overrides) -> GPT:
         """Load a Hugging Face GPT-2 folder (config.json + model.safetensors or
         pytorch_model.bin) or a tritongpt checkpoint folder."""
-        from .weights import load_pretrained
-
-        return load_pretrained(path, **overrides)
+        cfg, sd, src = weights.read_pretrained(path, **overrides)
+        model = cls(cfg)
+        weights.load_state(model, sd, src)
+        return model
 
     def save(self, path: str | Path) -> Path:
         """Write ``path/model.safetensors`` + ``path/config.json`` atomically."""
-        from .weights import save_checkpoint
-
-        return save_checkpoint(self, path)
+        return weights.save_checkpoint(self, path)

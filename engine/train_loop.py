@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from .train import Windows, batch_source, make_optimizer, run_warnings
 from .train_config import RunConfig
+from .train_setup import Windows, batch_source, make_optimizer, run_warnings
 from .train_steps import Session, close_session, open_session, run_steps
 
 
@@ -78,10 +78,9 @@ class LMTask:
 
 
 def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    from tritongpt.bench.devices import lookup
-
     from .data import TokenDataset
     from .epoch_sampling import describe_length, epoch_sampler
+    from .gpu_peaks import lookup
 
     t = run.train
     s = open_session(t, out, quiet)

@@ -21,8 +21,8 @@ import torch
 
 from . import train_checkpoint as ckpt
 from .run_state import StopSignals, dist_env, rng_state, set_rng_state, truncate_metrics
-from .train import TrainingError, lr_at, make_run_folder
-from .train import warn as warn_line
+from .train_setup import TrainingError, lr_at, make_run_folder
+from .train_setup import warn as warn_line
 
 
 class Task(Protocol):
@@ -69,7 +69,7 @@ class Session:
 def open_session(t, out: Path, quiet: bool) -> Session:
     """Device and process group from the environment (torchrun), the seed, and a usable run folder path."""
     from .devices import resolve_device
-    from .train import check_run_folder
+    from .train_setup import check_run_folder
 
     rank, world, local_rank = dist_env()
     device = resolve_device(t.device, "train.device", local_rank)  # "cuda": this rank's GPU, not GPU 0 for all

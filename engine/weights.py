@@ -260,10 +260,10 @@ def _hub_error(repo_id: str, e: Exception) -> str:
     return f"{repo_id}: no such folder, and no Hugging Face Hub model could be fetched ({why}); {EXPECTED}"
 
 
-def load_pretrained(path: str | Path, **overrides: Any):
-    """A Hugging Face GPT-2 folder, Hub model id or tritongpt checkpoint folder -> ``GPT``."""
-    from .model import GPT
-
+def read_pretrained(path: str | Path, **overrides: Any) -> tuple[GPTConfig, dict[str, torch.Tensor], str]:
+    """A Hugging Face GPT-2 folder, Hub model id or tritongpt checkpoint folder -> (config, state dict in this
+    project's layout, the file it came from), checked; ``GPT.from_pretrained`` builds the model and loads it
+    with :func:`load_state`."""
     folder = resolve_folder(path)
     if not (folder / CONFIG_FILE).exists():
         raise CheckpointError(f"{folder}: no {CONFIG_FILE}")
@@ -284,10 +284,7 @@ def load_pretrained(path: str | Path, **overrides: Any):
     else:
         cfg = hf_config_to_gpt(raw, source=str(folder / CONFIG_FILE), **overrides)
         sd = _hf_state_dict(sd)
-    sd = fit_head(sd, cfg, str(src))
-    model = GPT(cfg)
-    load_state(model, sd, str(src))
-    return model
+    return cfg, fit_head(sd, cfg, str(src)), str(src)
 
 
 def write_model_files(model, folder: str | Path, extra: dict[str, Any] | None = None) -> None:

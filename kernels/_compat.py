@@ -10,20 +10,11 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import re
 from typing import Any
 
 import triton
 
-from . import autotune_prune
-
-
-def triton_version() -> tuple[int, int]:
-    """(major, minor) of the running Triton ("3.3.1" -> (3, 3); local and dev suffixes ignored)."""
-    m = re.match(r"(\d+)\.(\d+)", triton.__version__)
-    if m is None:
-        raise RuntimeError(f"unrecognised Triton version {triton.__version__!r}")
-    return int(m.group(1)), int(m.group(2))
+from . import _spills, autotune_prune
 
 
 def _autotuner_benchmarker_is_eager() -> bool:
@@ -61,8 +52,6 @@ def autotune(**kwargs: Any) -> Any:
 def _with_spill_pruning(kwargs: dict[str, Any], fn: Any) -> dict[str, Any]:
     # The entries are per kernel, and only the decorated function names it; kernels without entries
     # (other libraries' too) keep their own prune.
-    from . import _spills
-
     name = _spills.kernel_name(fn)
     if not _spills.rules(name):
         return kwargs
@@ -101,8 +90,6 @@ def install_variant_pruning() -> None:
 
     Done once, after the kernel modules are imported (``kernels/__init__.py``); the kernel files stay
     unchanged for the same reason as in :func:`install`. On a Triton without entries nothing is touched."""
-    from . import _spills
-
     if not _spills.rules():
         return
     for name in KERNEL_MODULES:
@@ -112,8 +99,6 @@ def install_variant_pruning() -> None:
 
 
 def _pruned(variants: Any) -> Any:
-    from . import _spills
-
     @functools.wraps(variants)
     def pruned_variants() -> list:
         return _spills.prune_variants(variants())

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from . import _compat
+from . import versions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +183,7 @@ _LAUNCH = ("num_warps", "num_stages")
 
 def rules(kernel: str | None = None) -> tuple[Spill, ...]:
     """The entries for the running Triton (all kernels, or ``kernel``'s)."""
-    found = SPILLS.get(_compat.triton_version(), ())
+    found = SPILLS.get(versions.triton_version(), ())
     return found if kernel is None else tuple(r for r in found if r.kernel == kernel)
 
 

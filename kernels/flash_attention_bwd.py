@@ -22,68 +22,22 @@ Grid: one axis, (batch * head) major and sequence block minor, so B*H is not hel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from . import flash_attention_bwd_tma as bwd_tma
 from . import tma
 from ._interpreter import interpreter_enabled
 from ._validate import check_float, device_guard
 from ._variants import KernelVariant, align_bucket
+from .attention_config import TunedConfig, tune_bucket
 from .online_softmax import query_range
 
 _LOG2E = 1.4426950408889634
-
-
-@dataclass(frozen=True)
-class TunedConfig:
-    """One autotune entry; ``max_d`` maps a target (80, 90) to the largest BLOCK_D it is shipped
-    for with fp16/bf16 inputs, ``fp32_max_d`` likewise for fp32 inputs (IEEE dots run on FMA units
-    and hold far more operands in registers, so only small tiles stay spill-free). ``ragged_max_d``
-    (default: ``max_d``) applies to fp16/bf16 when the shape needs masked loads (T not a multiple of
-    the tile, or D below BLOCK_D): the masks cost registers, and some big tiles spill only then.
-    These tables are for causal attention; non-causal code compiles differently (loop bounds, the
-    tail mask), so ``full_max_d``, ``full_ragged_max_d`` and ``full_fp32_max_d`` override them for
-    non-causal (None: same as causal). ``min_d`` (per target, default 16) is the smallest BLOCK_D shipped
-    in any form: spills are not monotonic in D (ptxas caps some small-D 8-warp kernels at 128 registers
-    and spills rather than lose occupancy)."""
-
-    block_m: int
-    block_n: int
-    num_warps: int
-    num_stages: int
-    max_d: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
-    fp32_max_d: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
-    ragged_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
-    full_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
-    full_ragged_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
-    full_fp32_max_d: dict[int, int] | None = field(default=None, compare=False, hash=False)
-    min_d: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
-    # Single forms measured to spill inside the ranges above (spills are not monotonic in D or form):
-    # (target, BLOCK_D, causal, ragged, fp32) tuples left out.
-    skip: frozenset[tuple[int, int, bool, bool, bool]] = field(default=frozenset(), compare=False, hash=False)
-
-    def kwargs(self) -> dict[str, int]:
-        return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n}
-
-    def config(self) -> triton.Config:
-        return triton.Config(self.kwargs(), num_warps=self.num_warps, num_stages=self.num_stages)
-
-    def archs_for(self, block_d: int, fp32: bool = False, ragged: bool = False,
-                  causal: bool = True) -> tuple[int, ...]:
-        if fp32:
-            table = self.fp32_max_d if causal or self.full_fp32_max_d is None else self.full_fp32_max_d
-        elif ragged:
-            table = self.ragged_max_d if self.ragged_max_d is not None else self.max_d
-            if not causal and self.full_ragged_max_d is not None:
-                table = self.full_ragged_max_d
-        else:
-            table = self.max_d if causal or self.full_max_d is None else self.full_max_d
-        return tuple(cc for cc, top in sorted(table.items()) if self.min_d.get(cc, 16) <= block_d <= top
-                     and (cc, block_d, causal, ragged, fp32) not in self.skip)
 
 
 def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -97,11 +51,6 @@ def _arch(device: torch.device | None = None) -> int:
     # that fails with OutOfResources. The tensors' GPU, not the current one (multi-GPU hosts).
     major = torch.cuda.get_device_capability(device)[0]
     return {9: 90, 10: 100}.get(major, 80)
-
-
-def tune_bucket(t: int) -> int:
-    """Autotune key for a sequence length: its power-of-two bucket, +1 when it is not a multiple of 128."""
-    return triton.next_power_of_2(t) + (t % 128 != 0)
 
 
 INT32_MAX = 2**31 - 1
@@ -552,7 +501,6 @@ def attention_bwd_launch(
     None chooses). Forced configs are pointer-table picks: they keep the pointer path unless "tma" is
     asked, and the TMA path then autotunes its own table (one fixed config under the interpreter).
     """
-    from . import flash_attention_bwd_tma as bwd_tma  # here: that module imports this one
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     check_offsets(q=q, k=k, v=v, do=do, o=o)

@@ -28,7 +28,7 @@ from . import tma
 from ._interpreter import interpreter_enabled
 from ._validate import device_guard
 from ._variants import KernelVariant
-from .flash_attention_bwd import TunedConfig, tune_bucket
+from .attention_config import TunedConfig, tune_bucket
 from .flash_attention_tma import TMA_AUTOTUNE_KEY, fwd_unfit_reason, seq_align_bucket, tma_target
 from .online_softmax import key_range, query_range
 

@@ -32,12 +32,12 @@ import triton
 import triton.language as tl
 
 from . import tma
-from ._compat import triton_version
 from ._interpreter import interpreter_enabled
 from ._validate import device_guard
 from ._variants import KernelVariant
-from .flash_attention_bwd import TunedConfig, tune_bucket
+from .attention_config import TunedConfig, tune_bucket
 from .online_softmax import finish_rows, key_range, mask_scores, softmax_step
+from .versions import triton_version
 
 WARP_SPEC_MIN_TRITON = (3, 9)  # checked by compiling for sm_100a; older releases not checked
 WARP_SPEC_MAJOR = 10  # Blackwell datacenter parts (sm_100a): tcgen05 + TMA warp specialization

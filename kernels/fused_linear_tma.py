@@ -37,7 +37,6 @@ import triton
 import triton.language as tl
 
 from . import tma
-from ._compat import triton_version
 from ._interpreter import interpreter_enabled
 from ._validate import device_guard
 from ._variants import TMA_TARGETS, KernelVariant
@@ -52,6 +51,7 @@ from .fused_linear_bwd import (
     fused_linear_bwd,
     m_bucket,
 )
+from .versions import triton_version
 
 # The upstream persistent-matmul tutorial's best configs (GROUP_M 8), compiled with Triton 3.9 for
 # sm_90a (FLATTEN) and sm_100a (WARP_SPECIALIZE), fp16 and bf16, with both flag sets the public

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._compat import triton_version
+from .versions import triton_version
 
 POINTER, TMA = "pointer", "tma"
 PATHS = (POINTER, TMA)

@@ -2,6 +2,6 @@
 
 import sys
 
-from tritongpt.engine.cli import main
+from tritongpt.cli import main
 
 sys.exit(main())

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_bwd as fab
-from tritongpt.kernels import _compat, _spills
+from tritongpt.kernels import _spills, versions
 from tritongpt.kernels._variants import launch_divisible
 from tritongpt.kernels.flash_attention import attention
 from tritongpt.kernels.flash_attention_bwd import TunedConfig
@@ -501,7 +501,7 @@ def test_autotune_prune_keeps_only_compiled_configs(arch, aligned, causal, dtype
     table leaves a form out, the sm_90a configs compiled for it. Asks the autotuners' own prune hooks: on a
     Triton with spill entries (kernels/_spills.py) they also drop what that compiler spills on."""
     if arch not in _targets():
-        pytest.skip(f"sm_{arch} is not gated under Triton {'.'.join(map(str, _compat.triton_version()))}")
+        pytest.skip(f"sm_{arch} is not gated under Triton {'.'.join(map(str, versions.triton_version()))}")
     monkeypatch.setattr(fab, "_arch", lambda device=None: arch)
     monkeypatch.setattr(_spills, "target_arch", lambda device: arch)
     block_d = fa._block_d(d)
@@ -555,7 +555,7 @@ def _inspect(pairs):
 def _targets():
     # sm_100a is gated from Triton 3.4 on (the first with tensor descriptors); under 3.3 the Blackwell
     # forms are left to the runtime compiled-facts prune.
-    return (80, 90, 100) if _compat.triton_version() >= (3, 4) else (80, 90)
+    return (80, 90, 100) if versions.triton_version() >= (3, 4) else (80, 90)
 
 
 def _pairs():

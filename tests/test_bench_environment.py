@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tritongpt.bench import environment as envmod
 from tritongpt.engine import envinfo
+from tritongpt.engine import environment as envmod
 
 
 class FakeNVMLError(Exception):

@@ -15,8 +15,8 @@ from tritongpt.bench import kernel_cases as kc
 from tritongpt.bench import kernels as kb
 from tritongpt.bench import metrics
 from tritongpt.bench.compare import load_results
-from tritongpt.bench.devices import lookup
 from tritongpt.bench.timing import Timing, quantile, time_wall
+from tritongpt.engine.gpu_peaks import lookup
 from tritongpt.kernels.tma import descriptors_available
 
 H100 = lookup("NVIDIA H100 80GB HBM3")

@@ -20,8 +20,8 @@ from tritongpt.bench import conftest as bench_conftest
 from tritongpt.bench import kernel_cases as kc
 from tritongpt.bench import kernels as kb
 from tritongpt.bench import pytest_gpu as pg
-from tritongpt.bench.devices import A100, H100
 from tritongpt.bench.timing import time_wall
+from tritongpt.engine.gpu_peaks import A100, H100
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_CUDA = torch.cuda.is_available()

@@ -8,7 +8,7 @@ import pytest
 import triton
 
 import tritongpt.kernels  # noqa: F401  (installs the guards)
-from tritongpt.kernels import _compat, _spills
+from tritongpt.kernels import _compat, _spills, versions
 
 pytestmark = pytest.mark.kernel
 
@@ -19,11 +19,11 @@ def _triton_version() -> tuple[int, int]:
 
 
 def test_triton_version():
-    assert _compat.triton_version() == _triton_version()
+    assert versions.triton_version() == _triton_version()
     for text, want in (("3.3.1", (3, 3)), ("3.10.0+git1234", (3, 10)), ("4.0.0rc1", (4, 0))):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(triton, "__version__", text)
-            assert _compat.triton_version() == want
+            assert versions.triton_version() == want
 
 
 def test_autotune_is_patched_on_every_triton():
@@ -53,7 +53,7 @@ def test_eager_benchmarker_gets_a_lazy_do_bench(monkeypatch):
 def test_autotune_wraps_the_prune_where_this_triton_has_spill_entries(monkeypatch):
     """With entries, the decorated kernel's name keys a wrapper around its own early_config_prune."""
     seen = {}
-    monkeypatch.setattr(_compat, "triton_version", lambda: (3, 3))
+    monkeypatch.setattr(versions, "triton_version", lambda: (3, 3))
     monkeypatch.setattr(_compat, "_original_autotune", lambda **kw: lambda fn: seen.update(kw) or fn)
 
     def own(configs, nargs, **meta):

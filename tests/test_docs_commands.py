@@ -492,3 +492,75 @@ def test_rewrite_helpers():
     fence = Fence("x.md", 1, "console", ["$ tritongpt train \\", ">   --config c.toml  # needs: x", "output"])
     (c,) = commands(fence)
     assert c.argv == ("tritongpt", "train", "--config", "c.toml") and c.needs == "x" and c.line == 2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Links and size: the README is the entry page, docs/ holds the detail
+
+README_MAX_BYTES = 12_288  # a newcomer finds the two commands and the tables on one screenful of scrolling
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lowercase, punctuation but '-' and '_' dropped, spaces -> '-'."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Every heading's anchor, outside fences; a repeated heading gets GitHub's -1, -2 suffixes."""
+    out: set[str] = set()
+    in_fence = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if m:
+            in_fence = None if in_fence and m.group(1).startswith(in_fence) else (in_fence or m.group(1))
+            continue
+        if in_fence is None and (h := re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)):
+            slug, n = github_slug(h.group(1)), 0
+            while (slug if n == 0 else f"{slug}-{n}") in out:
+                n += 1
+            out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def relative_links(path: Path) -> list[tuple[int, str]]:
+    """(line, target) of each markdown link outside fences that is not a web or mail address."""
+    out, in_fence = [], None
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        m = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if m:
+            in_fence = None if in_fence and m.group(1).startswith(in_fence) else (in_fence or m.group(1))
+            continue
+        if in_fence is None:
+            code_free = re.sub(r"`[^`]*`", "", line)  # `[x](y)` inside inline code is not a link
+            out += [(n, t) for t in LINK.findall(code_free) if not re.match(r"^(https?:|mailto:)", t)]
+    return out
+
+
+def test_readme_is_short():
+    size = len((REPO / "README.md").read_bytes())
+    assert size <= README_MAX_BYTES, f"README.md is {size} bytes (at most {README_MAX_BYTES}): move detail to docs/"
+
+
+def test_relative_links_resolve():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    bad = []
+    for page in pages:
+        links = relative_links(page)
+        for line, target in links:
+            file, _, anchor = target.partition("#")
+            dest = (page.parent / file).resolve() if file else page
+            where = f"{page.relative_to(REPO).as_posix()}:{line}: {target}"
+            if not dest.exists():
+                bad.append(f"{where}: no file {dest}")
+            elif anchor and (dest.suffix != ".md" or anchor not in anchors(dest)):
+                bad.append(f"{where}: no heading with anchor #{anchor} in {dest.name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_link_helpers():
+    assert github_slug("Results: `bench/results/`, history, plots, `tritongpt bench report`") == (
+        "results-benchresults-history-plots-tritongpt-bench-report")
+    assert github_slug("Serving: an OpenAI-compatible server") == "serving-an-openai-compatible-server"
+    assert github_slug("make_targets & more") == "make_targets--more"

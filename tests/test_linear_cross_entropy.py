@@ -462,9 +462,9 @@ def test_aot_subset():
 
 def _targets() -> tuple[int, ...]:
     # sm_100a is gated from Triton 3.4 on, as for the other kernels (the oldest gate compiles sm_80 / sm_90a).
-    from tritongpt.kernels import _compat
+    from tritongpt.kernels import versions
 
-    return (80, 89, 90, 100) if _compat.triton_version() >= (3, 4) else (80, 89, 90)
+    return (80, 89, 90, 100) if versions.triton_version() >= (3, 4) else (80, 89, 90)
 
 
 @pytest.mark.slow

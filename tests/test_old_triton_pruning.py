@@ -2,7 +2,7 @@
 ``variants()`` (what the static gate compiles), every shape class keeps a config, and a Triton without
 entries is left exactly as it is.
 
-The Triton 3.3 checks run on any Triton by making ``_compat.triton_version`` report (3, 3): the pruning
+The Triton 3.3 checks run on any Triton by making ``versions.triton_version`` report (3, 3): the pruning
 reads the table at call time. On a real 3.3 the hooks are installed at import, which is checked too.
 """
 
@@ -18,7 +18,7 @@ import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_bwd as fab
 import tritongpt.kernels.fused_linear as fl
 import tritongpt.kernels.fused_linear_bwd as flb
-from tritongpt.kernels import _compat, _spills
+from tritongpt.kernels import _compat, _spills, versions
 
 pytestmark = pytest.mark.kernel
 
@@ -32,7 +32,7 @@ def _unpruned(module):
 
 @pytest.fixture
 def old_triton(monkeypatch):
-    monkeypatch.setattr(_compat, "triton_version", lambda: OLD)
+    monkeypatch.setattr(versions, "triton_version", lambda: OLD)
 
 
 def _prune_hook(tuned):

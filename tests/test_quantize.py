@@ -32,8 +32,9 @@ BLOCK = 64
 def _corpus() -> str:
     try:
         return assets.fetch_shakespeare(quiet=True).read_text(encoding="utf-8")[:300_000]
-    except (assets.AssetError, OSError):  # offline without the cached corpus: the project's own README
-        return (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8") * 4
+    except (assets.AssetError, OSError):  # offline without the cached corpus: the project's own docs
+        root = Path(__file__).resolve().parents[1]
+        return "".join(p.read_text(encoding="utf-8") for p in [root / "README.md", *sorted(root.glob("docs/*.md"))]) * 4
 
 
 @pytest.fixture(scope="module")
