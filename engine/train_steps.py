@@ -218,81 +218,114 @@ def run_steps(s: Session, task: Task, raw_model, optimizer, t, meta: dict[str, A
     """The loop from the restored (or first) step to ``t.max_iters``; returns the final step, the last
     evaluation and what stopped it."""
     start = restore(s, raw_model, optimizer, resume=resume)
-    last_good = start  # the step of an intact checkpoint of this run, None before the first
-    start = start or 0
-    if start >= t.max_iters:
-        if s.rank == 0:
-            key = "epochs" if getattr(t, "epochs", None) else "max_iters"
-            print(f"nothing to do: the run in {s.out} is at step {start} >= train.max_iters = {t.max_iters}; raise "
-                  f"it (--set train.{key}=N) to train further", file=sys.stderr, flush=True)
-        return {"step": start, "stopped_by": None, "val_loss": None, "nothing_to_do": True}
-    model = _wrap(s, raw_model, t)
-    metrics = Metrics(s)
-
-    def save(step: int) -> None:
-        if s.rank == 0:
-            ckpt.save(s.out, raw_model, optimizer, step, rng_state(s.device), meta, keep_last or t.keep_last)
-
-    trained = [p for p in raw_model.parameters() if p.requires_grad]  # what clipping sees, once
-    progress = _progress(s, t, start)
-    ckpt_every = t.ckpt_interval or t.eval_interval
-    result: dict[str, Any] = {"step": start, "stopped_by": None, "val_loss": None}
-    model.train()
-    t_last = time.perf_counter()
+    if (start or 0) >= t.max_iters:
+        return _nothing_to_do(s, t, start or 0)
+    loop = _Loop(s, task, raw_model, _wrap(s, raw_model, t), optimizer, t, meta, keep_last, peak_tflops, start)
     with s.stop:
-        step = start
-        while step < t.max_iters:
-            lr = lr_at(step, t)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            train_loss = accumulate(s, task, model, t, step)
-            if not math.isfinite(train_loss):
-                optimizer.zero_grad(set_to_none=True)
-                _nan_step(s, t, step, train_loss, last_good)
-                step += 1
-                if stop_requested(s):  # a run that only skips must still stop on a signal
-                    save(step)  # a skipped step leaves the weights as they were
-                    result["stopped_by"] = stopped_by(s)
-                    break
-                continue
-            grad_norm = None
-            if t.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(trained, t.grad_clip).item()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if s.device.type == "cuda":
-                torch.cuda.synchronize(s.device)
-            rec = _record(s, task, step, train_loss, lr, grad_norm, time.perf_counter() - t_last, peak_tflops)
-            if step % t.eval_interval == 0 or step == t.max_iters:
-                rec.update(evaluate(s, task, raw_model))
-                result.update({k: v for k, v in rec.items() if k.startswith("val_")})
-                s.log("\n" + task.describe(rec))
-                note = task.after_eval(raw_model) if s.rank == 0 else None
-                if note:
-                    s.log(note)
-            if step % t.log_interval == 0 or "val_loss" in rec:
-                metrics.write(rec)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(_postfix(rec))
-            if step % ckpt_every == 0 or step == t.max_iters:
-                save(step)
-                last_good = step
-            if stop_requested(s):
-                if last_good != step:
-                    save(step)
-                result["stopped_by"] = stopped_by(s)
-                break
-            t_last = time.perf_counter()  # evaluation, sampling and checkpoints are not training time
-        result["step"] = step
-    if progress is not None:
-        progress.close()
+        loop.run()
+    if loop.progress is not None:
+        loop.progress.close()
+    result = loop.result
     if s.rank == 0 and t.plot and result["stopped_by"] is None:
-        plotted = task.plot(metrics.path, s.out)
+        plotted = task.plot(loop.metrics.path, s.out)
         if plotted is not None:
             result["plot"] = str(plotted)
     return result
+
+
+def _nothing_to_do(s: Session, t, step: int) -> dict[str, Any]:
+    if s.rank == 0:
+        key = "epochs" if getattr(t, "epochs", None) else "max_iters"
+        print(f"nothing to do: the run in {s.out} is at step {step} >= train.max_iters = {t.max_iters}; raise "
+              f"it (--set train.{key}=N) to train further", file=sys.stderr, flush=True)
+    return {"step": step, "stopped_by": None, "val_loss": None, "nothing_to_do": True}
+
+
+class _Loop:
+    """One run's steps: each is an optimizer step (``_train_step``), then its bookkeeping (``_after_step``):
+    metrics, evaluation, progress, checkpoints and stop signals."""
+
+    def __init__(self, s: Session, task: Task, raw_model, model, optimizer, t, meta: dict[str, Any],
+                 keep_last: int | None, peak_tflops: float | None, start: int | None) -> None:
+        self.s, self.task, self.raw_model, self.model, self.optimizer, self.t = s, task, raw_model, model, optimizer, t
+        self.meta, self.keep_last, self.peak_tflops = meta, keep_last, peak_tflops
+        self.last_good = start  # the step of an intact checkpoint of this run, None before the first
+        self.step = start or 0
+        self.metrics = Metrics(s)
+        self.trained = [p for p in raw_model.parameters() if p.requires_grad]  # what clipping sees, once
+        self.progress = _progress(s, t, self.step)
+        self.ckpt_every = t.ckpt_interval or t.eval_interval
+        self.result: dict[str, Any] = {"step": self.step, "stopped_by": None, "val_loss": None}
+
+    def save(self, step: int) -> None:
+        if self.s.rank == 0:
+            ckpt.save(self.s.out, self.raw_model, self.optimizer, step, rng_state(self.s.device), self.meta,
+                      self.keep_last or self.t.keep_last)
+
+    def run(self) -> None:
+        self.model.train()
+        t_last = time.perf_counter()
+        while self.step < self.t.max_iters:
+            outcome = self._train_step(t_last)
+            if outcome == "stop":
+                break
+            if outcome != "skipped":  # a skipped step's time stays in the next step's
+                t_last = time.perf_counter()  # evaluation, sampling and checkpoints are not training time
+        self.result["step"] = self.step
+
+    def _train_step(self, t_last: float) -> str:
+        """One optimizer step and its bookkeeping: "done", "skipped" (a non-finite loss under
+        nan_policy=skip) or "stop" (a stop signal ends the run)."""
+        s, t, optimizer = self.s, self.t, self.optimizer
+        lr = lr_at(self.step, t)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        train_loss = accumulate(s, self.task, self.model, t, self.step)
+        if not math.isfinite(train_loss):
+            optimizer.zero_grad(set_to_none=True)
+            _nan_step(s, t, self.step, train_loss, self.last_good)
+            self.step += 1
+            if stop_requested(s):  # a run that only skips must still stop on a signal
+                self.save(self.step)  # a skipped step leaves the weights as they were
+                self.result["stopped_by"] = stopped_by(s)
+                return "stop"
+            return "skipped"
+        grad_norm = None
+        if t.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, t.grad_clip).item()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if s.device.type == "cuda":
+            torch.cuda.synchronize(s.device)
+        rec = _record(s, self.task, self.step, train_loss, lr, grad_norm, time.perf_counter() - t_last,
+                      self.peak_tflops)
+        return "stop" if self._after_step(rec) else "done"
+
+    def _after_step(self, rec: dict[str, Any]) -> bool:
+        """Metrics, evaluation, progress, checkpoints; True when a stop signal ends the run."""
+        s, t, step = self.s, self.t, self.step
+        if step % t.eval_interval == 0 or step == t.max_iters:
+            rec.update(evaluate(s, self.task, self.raw_model))
+            self.result.update({k: v for k, v in rec.items() if k.startswith("val_")})
+            s.log("\n" + self.task.describe(rec))
+            note = self.task.after_eval(self.raw_model) if s.rank == 0 else None
+            if note:
+                s.log(note)
+        if step % t.log_interval == 0 or "val_loss" in rec:
+            self.metrics.write(rec)
+        if self.progress is not None:
+            self.progress.update(1)
+            self.progress.set_postfix(_postfix(rec))
+        if step % self.ckpt_every == 0 or step == t.max_iters:
+            self.save(step)
+            self.last_good = step
+        if stop_requested(s):
+            if self.last_good != step:
+                self.save(step)
+            self.result["stopped_by"] = stopped_by(s)
+            return True
+        return False
 
 
 def _wrap(s: Session, raw_model, t):
