@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .results import add_record, result_document
+from .timing import quantile
 
 
 @dataclass
@@ -52,10 +53,7 @@ class Summary:
 
 
 def _pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+    return quantile(xs, q) if xs else float("nan")  # a one-chunk stream has no gaps
 
 
 def summarize(mode: str, timings: list[Timing], wall: float, concurrency: int) -> Summary:

@@ -11,6 +11,7 @@ while draining. A client that disconnects cancels its sequences; their KV pages 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import threading
 import time
@@ -308,8 +309,6 @@ async def _collect(session: Session) -> None:
 
 
 def _sse_line(obj) -> bytes:
-    import json
-
     return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
 
 
