@@ -47,7 +47,7 @@ def _traffic_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_traffic() -> list[dict[str, Any]]:
-    from tritongpt.kernels._interpreter import interpreter_enabled, patch_interpreter
+    from tritongpt.kernels.interpreter import interpreter_enabled, patch_interpreter
 
     if not interpreter_enabled():
         raise SystemExit("--traffic needs the Triton interpreter: run with TRITON_INTERPRET=1")

@@ -48,7 +48,7 @@ def all_variants() -> list:
     """Every kernel module's ``variants()``, in a stable order."""
     import importlib
 
-    from tritongpt.kernels._compat import KERNEL_MODULES
+    from tritongpt.kernels.compat import KERNEL_MODULES
 
     # By module path: the package exports the decode_attention *function* under the module's name.
     out = []

@@ -128,7 +128,7 @@ def _install() -> None:
 @contextlib.contextmanager
 def count_traffic() -> Iterator[Traffic]:
     """Record every interpreter load/store inside the block (needs ``TRITON_INTERPRET=1``)."""
-    from tritongpt.kernels._interpreter import interpreter_enabled
+    from tritongpt.kernels.interpreter import interpreter_enabled
 
     if not interpreter_enabled():
         raise RuntimeError("count_traffic needs the Triton interpreter: set TRITON_INTERPRET=1 before import")

@@ -55,7 +55,7 @@ def environment() -> dict[str, Any]:
             **_nvml(i),
         }
     else:
-        from tritongpt.kernels._interpreter import interpreter_enabled
+        from tritongpt.kernels.interpreter import interpreter_enabled
 
         env["device"] = {
             "type": "cpu",

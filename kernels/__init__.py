@@ -12,13 +12,13 @@ merge).
 """
 
 if __name__ == "tritongpt.kernels":
-    from . import _compat, _interpreter
+    from . import compat, interpreter
 
-    _compat.install()  # before the kernel modules apply triton.autotune (Triton <= 3.3 without a GPU)
-    if _interpreter.interpreter_enabled():
+    compat.install()  # before the kernel modules apply triton.autotune (Triton <= 3.3 without a GPU)
+    if interpreter.interpreter_enabled():
         # Plain Python use under TRITON_INTERPRET=1 gets the same interpreter fixes as the CLI and the
         # tests; each patch goes in only where its probe shows the bug in this Triton.
-        _interpreter.patch_interpreter()
+        interpreter.patch_interpreter()
 
     from .decode_attention import decode_attention
     from .flash_attention import attention
@@ -28,7 +28,7 @@ if __name__ == "tritongpt.kernels":
     from .linear_cross_entropy import linear_cross_entropy
     from .paged_decode_attention import paged_decode_attention
 
-    _compat.install_variant_pruning()  # after the kernel modules exist (Tritons that spill on some configs)
+    compat.install_variant_pruning()  # after the kernel modules exist (Tritons that spill on some configs)
 
     __all__ = ["attention", "decode_attention", "layer_norm", "gelu_linear", "linear", "linear_cross_entropy",
                "int8_linear", "paged_decode_attention"]

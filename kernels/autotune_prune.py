@@ -23,7 +23,7 @@ same compiled form reads nothing again. Nothing happens under ``TRITON_INTERPRET
 where the kernel's own prune leaves one config, or with ``TRITONGPT_PRUNE_COMPILED=0`` (read at each
 prune; ``false``/``off``/``no`` too).
 
-How it relates to ``_spills.SPILLS``: that static table lists, per Triton release, configs found to
+How it relates to ``spills.SPILLS``: that static table lists, per Triton release, configs found to
 spill by compiling every shipped variant without a GPU. It prunes before anything compiles, ships a
 fallback where a shape class would be left empty, and also prunes ``variants()``, so the compile gate
 (no GPU) compiles exactly what the autotuner may pick. This module covers every Triton and device the
@@ -52,7 +52,7 @@ from typing import Any
 from triton.compiler.errors import CompileTimeAssertionFailure
 from triton.runtime.errors import OutOfResources, PTXASError
 
-from ._interpreter import interpreter_enabled
+from .interpreter import interpreter_enabled
 
 ENV_SWITCH = "TRITONGPT_PRUNE_COMPILED"
 # What Autotuner._bench turns into an infinite time: such a config is never picked, so it is dropped.

@@ -54,11 +54,11 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _spills
-from ._interpreter import interpreter_enabled
-from ._validate import check_same, check_tensor, device_guard
-from ._variants import KernelVariant, align_bucket
+from . import spills
 from .flash_attention_bwd import _LOG2E, _alloc, check_offsets, check_scale
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant, align_bucket
+from .validate import check_same, check_tensor, device_guard
 
 MAX_HEAD_DIM = 128
 MAX_T = 2**30  # keeps split starts + split_len inside int32
@@ -244,10 +244,10 @@ def _sm_count(device: torch.device) -> int:
 def _spill_free(config: DecodeConfig, device: torch.device, facts: dict) -> DecodeConfig:
     """The config, or the fallback the running Triton's spill entries list for this form and GPU (older
     Tritons spill a few forms; the fallback keeps BLOCK_N, so the split plan stands)."""
-    if not _spills.rules("_decode_split_kernel"):  # the newest Tritons: nothing to look up per launch
+    if not spills.rules("_decode_split_kernel"):  # the newest Tritons: nothing to look up per launch
         return config
-    arch = _spills.target_arch(device)
-    fb = _spills.fallback_for("_decode_split_kernel", {**facts, "num_warps": config.num_warps,
+    arch = spills.target_arch(device)
+    fb = spills.fallback_for("_decode_split_kernel", {**facts, "num_warps": config.num_warps,
                                                        "num_stages": config.num_stages}, arch)
     return config if fb is None else DecodeConfig(config.block_n, fb["num_warps"], fb["num_stages"])
 

@@ -55,9 +55,6 @@ import triton.language as tl
 from . import flash_attention_bwd_tma as bwd_tma
 from . import flash_attention_tma as fwd_tma
 from . import tma
-from ._interpreter import interpreter_enabled
-from ._validate import check_same, check_tensor, device_guard
-from ._variants import KernelVariant, align_bucket
 from .flash_attention_bwd import (
     _LOG2E,
     INT32_MAX,
@@ -72,7 +69,10 @@ from .flash_attention_bwd import (
     tune_bucket,
     variant_choices,
 )
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant, align_bucket
 from .online_softmax import finish_rows, key_range, mask_scores, softmax_step
+from .validate import check_same, check_tensor, device_guard
 
 MAX_HEAD_DIM = 128
 

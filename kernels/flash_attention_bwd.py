@@ -31,11 +31,11 @@ import triton.language as tl
 
 from . import flash_attention_bwd_tma as bwd_tma
 from . import tma
-from ._interpreter import interpreter_enabled
-from ._validate import check_float, device_guard
-from ._variants import KernelVariant, align_bucket
 from .attention_config import TunedConfig, tune_bucket
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant, align_bucket
 from .online_softmax import query_range
+from .validate import check_float, device_guard
 
 _LOG2E = 1.4426950408889634
 

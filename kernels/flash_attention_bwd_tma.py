@@ -25,12 +25,12 @@ import triton
 import triton.language as tl
 
 from . import tma
-from ._interpreter import interpreter_enabled
-from ._validate import device_guard
-from ._variants import KernelVariant
 from .attention_config import TunedConfig, tune_bucket
 from .flash_attention_tma import TMA_AUTOTUNE_KEY, fwd_unfit_reason, seq_align_bucket, tma_target
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant
 from .online_softmax import key_range, query_range
+from .validate import device_guard
 
 
 @triton.jit

@@ -32,11 +32,11 @@ import triton
 import triton.language as tl
 
 from . import tma
-from ._interpreter import interpreter_enabled
-from ._validate import device_guard
-from ._variants import KernelVariant
 from .attention_config import TunedConfig, tune_bucket
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant
 from .online_softmax import finish_rows, key_range, mask_scores, softmax_step
+from .validate import device_guard
 from .versions import triton_version
 
 WARP_SPEC_MIN_TRITON = (3, 9)  # checked by compiling for sm_100a; older releases not checked

@@ -41,9 +41,6 @@ import triton
 import triton.language as tl
 
 from . import fused_linear_tma, tma
-from ._interpreter import interpreter_enabled
-from ._validate import check_same, check_tensor, device_guard
-from ._variants import KernelVariant, align_bucket
 from .fused_linear_bwd import (
     BWD_CONFIGS,
     CONFIGS,
@@ -61,6 +58,9 @@ from .fused_linear_bwd import (
     make_prune,
     smem_estimate,
 )
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant, align_bucket
+from .validate import check_same, check_tensor, device_guard
 
 __all__ = ["gelu_linear", "linear", "variants"]
 

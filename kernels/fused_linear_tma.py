@@ -37,9 +37,6 @@ import triton
 import triton.language as tl
 
 from . import tma
-from ._interpreter import interpreter_enabled
-from ._validate import device_guard
-from ._variants import TMA_TARGETS, KernelVariant
 from .fused_linear_bwd import (
     _DW_NAMES,
     _DX_NAMES,
@@ -51,6 +48,9 @@ from .fused_linear_bwd import (
     fused_linear_bwd,
     m_bucket,
 )
+from .interpreter import interpreter_enabled
+from .kernel_variant import TMA_TARGETS, KernelVariant
+from .validate import device_guard
 from .versions import triton_version
 
 # The upstream persistent-matmul tutorial's best configs (GROUP_M 8), compiled with Triton 3.9 for

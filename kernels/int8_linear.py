@@ -29,11 +29,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ._interpreter import interpreter_enabled
-from ._validate import FLOAT_DTYPES, check_same, check_tensor, device_guard
-from ._variants import KernelVariant, align_bucket
 from .fused_linear import _rows
 from .fused_linear_bwd import SMEM_LIMIT, _device_limits, _grouped_pid, fit_reduction_stride, m_bucket
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant, align_bucket
+from .validate import FLOAT_DTYPES, check_same, check_tensor, device_guard
 
 __all__ = ["int8_linear", "variants"]
 

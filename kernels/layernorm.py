@@ -41,9 +41,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._interpreter import interpreter_enabled
-from ._validate import check_device, check_float, check_tensor, device_guard
-from ._variants import KernelVariant
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant
+from .validate import check_device, check_float, check_tensor, device_guard
 
 # Forward: largest row kept whole in registers. 16384 (16 warps, 128 registers/thread cap) spilled
 # 8 B on sm_90a once pointers carry their 16-byte alignment hints, so larger rows take the loop.

@@ -78,9 +78,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._interpreter import interpreter_enabled
-from ._validate import check_float, check_tensor, device_guard
-from ._variants import KernelVariant, align_bucket
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant, align_bucket
 from .linear_cross_entropy_bwd import (
     DW_CONFIGS,
     DW_NAMES,
@@ -99,6 +98,7 @@ from .linear_cross_entropy_bwd import (
     prune_configs,
     tile_configs,
 )
+from .validate import check_float, check_tensor, device_guard
 
 __all__ = ["linear_cross_entropy", "variants"]
 

@@ -41,9 +41,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._interpreter import interpreter_enabled
-from ._validate import device_guard
-from ._variants import align_bucket
+from .interpreter import interpreter_enabled
+from .kernel_variant import align_bucket
+from .validate import device_guard
 
 # ----------------------------------------------------------------------------- shared jit helpers
 

@@ -47,10 +47,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _spills
-from ._interpreter import interpreter_enabled
-from ._validate import check_same, check_tensor, device_guard
-from ._variants import KernelVariant, align_bucket
+from . import spills
 from .decode_attention import (
     _DTYPES,
     _INTERPRET,
@@ -67,6 +64,9 @@ from .decode_attention import (
     pick_splits,
 )
 from .flash_attention_bwd import _LOG2E, _alloc, check_scale
+from .interpreter import interpreter_enabled
+from .kernel_variant import KernelVariant, align_bucket
+from .validate import check_same, check_tensor, device_guard
 
 # (BLOCK_D, aligned, even D, half dtype) -> config where decode_attention's table does not fit the paged
 # kernel. The per-row page offsets (int64, for K and V) cost registers that the contiguous kernel does not
@@ -210,11 +210,11 @@ def paged_config(d: int, aligned: bool = True, even: bool = True, half: bool = T
 def _spill_free(config: DecodeConfig, device: torch.device, facts: dict) -> DecodeConfig:
     """The config, or the fallback the running Triton's spill entries list for this form and GPU (same
     BLOCK_N, so the split plan stands)."""
-    if not _spills.rules("_paged_decode_split_kernel"):
+    if not spills.rules("_paged_decode_split_kernel"):
         return config
-    fb = _spills.fallback_for("_paged_decode_split_kernel", {**facts, "num_warps": config.num_warps,
+    fb = spills.fallback_for("_paged_decode_split_kernel", {**facts, "num_warps": config.num_warps,
                                                              "num_stages": config.num_stages},
-                              _spills.target_arch(device))
+                              spills.target_arch(device))
     return config if fb is None else DecodeConfig(config.block_n, fb["num_warps"], fb["num_stages"])
 
 

@@ -147,7 +147,7 @@ def _use_interpreter_without_gpu() -> None:
 
     if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"
-    from tritongpt.kernels._interpreter import interpreter_enabled, patch_interpreter
+    from tritongpt.kernels.interpreter import interpreter_enabled, patch_interpreter
 
     if interpreter_enabled():
         patch_interpreter()

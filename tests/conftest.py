@@ -16,11 +16,11 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
-from tritongpt.kernels._interpreter import interpreter_enabled, patch_interpreter  # noqa: E402
+from tritongpt.kernels.interpreter import interpreter_enabled, patch_interpreter  # noqa: E402
 
 if interpreter_enabled():
     # The interpreter computes bf16 tl.dot on raw bits and truncates fp32 -> bf16 casts; see
-    # kernels/_interpreter.py (tests/test_interpreter.py shows both bugs and the fixes).
+    # kernels/interpreter.py (tests/test_interpreter.py shows both bugs and the fixes).
     patch_interpreter()
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from tritongpt.kernels._variants import KernelVariant
+from tritongpt.kernels.kernel_variant import KernelVariant
 
 
 @triton.jit

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_bwd as fab
-from tritongpt.kernels import _spills, versions
-from tritongpt.kernels._variants import launch_divisible
+from tritongpt.kernels import spills, versions
 from tritongpt.kernels.flash_attention import attention
 from tritongpt.kernels.flash_attention_bwd import TunedConfig
+from tritongpt.kernels.kernel_variant import launch_divisible
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("poison_attention")]
 
@@ -499,11 +499,11 @@ def test_autotune_prune_keeps_only_compiled_configs(arch, aligned, causal, dtype
     """What the GPU autotuner may try is non-empty and was compiled (spill-free) for that arch, in the same
     alignment, causality, dtype and evenness (unaligned inputs always run the masked form); where sm_100a's
     table leaves a form out, the sm_90a configs compiled for it. Asks the autotuners' own prune hooks: on a
-    Triton with spill entries (kernels/_spills.py) they also drop what that compiler spills on."""
+    Triton with spill entries (kernels/spills.py) they also drop what that compiler spills on."""
     if arch not in _targets():
         pytest.skip(f"sm_{arch} is not gated under Triton {'.'.join(map(str, versions.triton_version()))}")
     monkeypatch.setattr(fab, "_arch", lambda device=None: arch)
-    monkeypatch.setattr(_spills, "target_arch", lambda device: arch)
+    monkeypatch.setattr(spills, "target_arch", lambda device: arch)
     block_d = fa._block_d(d)
     nargs = {"Q": torch.empty(1, dtype=dtype), "TQ": tq, "TK": tk, "D": d, "ALIGN": int(aligned)}
     even = aligned and d == block_d and tq % 128 == 0 and tk % 128 == 0

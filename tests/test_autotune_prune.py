@@ -32,8 +32,8 @@ from triton.runtime.errors import OutOfResources, PTXASError
 from triton.runtime.jit import JITFunction
 
 import tritongpt.kernels
-from tritongpt.kernels import _compat
 from tritongpt.kernels import autotune_prune as ap
+from tritongpt.kernels import compat
 
 pytestmark = pytest.mark.kernel
 
@@ -96,7 +96,7 @@ def _tuner(own=None, do_bench=None):
     jit = JITFunction(_toy_kernel)
     tuned = triton.heuristics({"EVEN": lambda a: a["N"] % a["BLOCK"] == 0})(jit)
     by = {"early_config_prune": own} if own else None
-    tuner = _compat._original_autotune(
+    tuner = compat._original_autotune(
         configs=[triton.Config({"BLOCK": b}, num_warps=4) for b in BLOCKS], key=["N"], prune_configs_by=by,
         do_bench=do_bench or (lambda call, quantiles: [1.0] * 3))(tuned)
     return ap.attach(tuner), jit
@@ -261,13 +261,13 @@ def _package_autotuners() -> dict[str, Autotuner]:
 
 
 def test_every_autotuner_of_the_package_prunes_from_compiled_facts():
-    """Each module-level autotuner in tritongpt.kernels went through _compat.autotune and has the prune,
+    """Each module-level autotuner in tritongpt.kernels went through compat.autotune and has the prune,
     after the kernel's own early_config_prune (kept as the tuner's hook, with the spill table's wrapper
     where this Triton has entries)."""
     tuners = _package_autotuners()
     assert {"flash_attention._attn_fwd_tuned", "flash_attention_bwd._dkdv_tuned", "flash_attention_bwd._dq_tuned",
             "fused_linear._fwd_tuned", "fused_linear_bwd._dx_tuned", "fused_linear_bwd._dw_tuned"} <= set(tuners)
-    assert triton.autotune is _compat.autotune
+    assert triton.autotune is compat.autotune
     for name, tuner in tuners.items():
         assert ap.is_attached(tuner), name
         assert tuner.prune_configs.__wrapped__ == Autotuner.prune_configs.__get__(tuner), name
@@ -275,7 +275,7 @@ def test_every_autotuner_of_the_package_prunes_from_compiled_facts():
 
 
 def test_other_libraries_autotuners_are_left_alone():
-    tuner = _compat.autotune(configs=[triton.Config({"BLOCK": 16})], key=["N"],
+    tuner = compat.autotune(configs=[triton.Config({"BLOCK": 16})], key=["N"],
                              do_bench=lambda call, quantiles: [1.0] * 3)(JITFunction(_toy_kernel))
     assert not ap.is_attached(tuner)
 

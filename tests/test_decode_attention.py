@@ -319,7 +319,7 @@ def test_int32_slice_offsets_rejected():
 
 
 def test_variants_cover_every_form():
-    # The table's own forms: an older Triton's spill entries (kernels/_spills.py) prune variants() further.
+    # The table's own forms: an older Triton's spill entries (kernels/spills.py) prune variants() further.
     vs = getattr(da.variants, "__wrapped__", da.variants)()
     assert len({v.name for v in vs}) == len(vs)
     split = [v for v in vs if v.tags["kernel"] == "split"]
@@ -367,18 +367,18 @@ def test_unaligned_inputs_get_the_unaligned_config(view, monkeypatch):
 def test_an_older_tritons_spilling_form_gets_its_listed_fallback(monkeypatch):
     """Triton 3.3 compiles a few decode forms with 8 B of stack: the launcher takes the listed fallback (same
     BLOCK_N, 8 warps) for exactly those forms and GPUs; other Tritons and forms keep the table's config."""
-    from tritongpt.kernels import _spills, versions
+    from tritongpt.kernels import spills, versions
 
     facts = dict(BLOCK_D=64, BLOCK_N=64, SINGLE=True, HAS_NEW=False, EVEN_D=False, dtype="fp32")
     cfg = da.decode_config(64)
-    monkeypatch.setattr(_spills, "target_arch", lambda device: 90)
+    monkeypatch.setattr(spills, "target_arch", lambda device: 90)
     monkeypatch.setattr(versions, "triton_version", lambda: (3, 3))
     assert da._spill_free(cfg, torch.device("cpu"), facts) == da.DecodeConfig(cfg.block_n, 8, 2)
     assert da._spill_free(cfg, torch.device("cpu"), {**facts, "SINGLE": False}) == cfg
-    monkeypatch.setattr(_spills, "target_arch", lambda device: 80)
+    monkeypatch.setattr(spills, "target_arch", lambda device: 80)
     assert da._spill_free(cfg, torch.device("cpu"), facts) == cfg
     monkeypatch.setattr(versions, "triton_version", lambda: (3, 9))
-    monkeypatch.setattr(_spills, "target_arch", lambda device: 90)
+    monkeypatch.setattr(spills, "target_arch", lambda device: 90)
     assert da._spill_free(cfg, torch.device("cpu"), facts) == cfg
 
 

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from linear_reference import close_to_reference, reference, tf32
 
-from tritongpt.kernels import _spills
 from tritongpt.kernels import fused_linear as fl
 from tritongpt.kernels import fused_linear_bwd as flb
-from tritongpt.kernels._interpreter import interpreter_enabled
+from tritongpt.kernels import spills
+from tritongpt.kernels.interpreter import interpreter_enabled
 
 pytestmark = pytest.mark.kernel
 
@@ -466,7 +466,7 @@ SUBSET = [("fwd", 0, "fp16", 0, 80), ("fwd", 1, "fp16", 0, 90), ("fwd", 4, "fp32
 
 
 def _unpruned_variants():
-    """Every shipped variant before the running Triton's spill pruning (kernels/_spills.py)."""
+    """Every shipped variant before the running Triton's spill pruning (kernels/spills.py)."""
     return getattr(fl.variants, "__wrapped__", fl.variants)()
 
 
@@ -485,7 +485,7 @@ def test_aot_subset():
         (i,) = [i for i, v in enumerate(vs) if v.tags.get("aligned") and (
             v.tags["kernel"], v.tags["config"], v.tags["dtype"], v.tags["flags"]) == (kernel, config, dtype, flags)]
         assert cc in vs[i].archs, (vs[i].name, cc)
-        if _spills.listed(vs[i], cc):  # spills under this Triton: not shipped there (its fallback is gated)
+        if spills.listed(vs[i], cc):  # spills under this Triton: not shipped there (its fallback is gated)
             continue
         jobs.append((vs[i], cc))
     _aot(jobs)
@@ -527,10 +527,10 @@ def test_autotune_keeps_the_unaligned_tiles_for_unaligned_inputs(aligned, monkey
 
 def test_launchers_pass_the_alignment_bucket(monkeypatch):
     """Aligned operands launch with ALIGN=1; an odd view (row stride 65 elements) with ALIGN=0."""
-    from tritongpt.kernels import _variants
+    from tritongpt.kernels import kernel_variant
 
     seen = []
-    real = _variants.align_bucket
+    real = kernel_variant.align_bucket
     monkeypatch.setattr(fl, "align_bucket", lambda *ts: seen.append(real(*ts)) or seen[-1])
     monkeypatch.setattr(flb, "align_bucket", lambda *ts: seen.append(real(*ts)) or seen[-1])
     w = torch.randn(16, 48)

@@ -23,7 +23,7 @@ from linear_reference import close_to_reference, reference, tf32
 from tritongpt.kernels import fused_linear as fl
 from tritongpt.kernels import fused_linear_tma as ft
 from tritongpt.kernels import tma
-from tritongpt.kernels._interpreter import interpreter_enabled
+from tritongpt.kernels.interpreter import interpreter_enabled
 
 pytestmark = pytest.mark.kernel
 

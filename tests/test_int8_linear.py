@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from linear_reference import tf32
 
 from tritongpt.kernels import int8_linear
-from tritongpt.kernels._interpreter import interpreter_enabled
+from tritongpt.kernels.interpreter import interpreter_enabled
 
 pytestmark = pytest.mark.kernel
 
@@ -140,7 +140,7 @@ def test_tiles_per_m_bucket(bucket, want):
 
 
 def test_variants_cover_every_shipped_tile():
-    # The table as shipped by the newest Triton: an older one's spill entries prune it (tested with _spills).
+    # The table as shipped by the newest Triton: an older one's spill entries prune it (tested with spills).
     vs = getattr(il.variants, "__wrapped__", il.variants)()
     assert len({v.name for v in vs}) == len(vs)
     for cfg in il.CONFIGS:

@@ -1,9 +1,9 @@
-"""The interpreter's bf16 bugs and the harness workarounds (kernels/_interpreter.py)."""
+"""The interpreter's bf16 bugs and the harness workarounds (kernels/interpreter.py)."""
 
 import pytest
 import torch
 
-from tritongpt.kernels._interpreter import (
+from tritongpt.kernels.interpreter import (
     bf16_cast_truncates,
     bf16_dot_is_broken,
     interpreter_enabled,

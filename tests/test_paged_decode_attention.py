@@ -404,7 +404,7 @@ def test_launcher_picks_the_gpu_config(device, monkeypatch):
 
 def test_launch_marks_match_the_aligned_variant(device):
     """The launcher's own divisibility rule on a real aligned launch's arguments gives the aligned form's tags."""
-    from tritongpt.kernels._variants import launch_divisible
+    from tritongpt.kernels.kernel_variant import launch_divisible
 
     c = Paged(2, 2, 64, 16, 16, torch.float16, device, [40, 256], append=True)
     b, h, d = c.q.shape

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._interpreter import interpreter_enabled
+from .interpreter import interpreter_enabled
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 

@@ -5,8 +5,8 @@ The config tables in the kernel modules hold what the newest tested Triton compi
 compilers allocate registers differently, so ``SPILLS`` lists, per Triton (major, minor), the shipped
 forms that spill there (found by compiling every variant under that Triton:
 ``tritongpt inspect --targets sm_80,sm_89,sm_90a``), each with the config to use instead where nothing
-else would be left for that shape class. Where the running Triton has a row, ``_compat.install`` and
-``_compat.install_variant_pruning`` route both consumers of the kernel tables through it:
+else would be left for that shape class. Where the running Triton has a row, ``compat.install`` and
+``compat.install_variant_pruning`` route both consumers of the kernel tables through it:
 
 - the autotuner: each kernel's ``early_config_prune`` is wrapped (:func:`pruning`), so the configs it
   keeps lose those listed for this GPU and this call's head dim, dtype, causality or flags;

@@ -14,7 +14,7 @@ from typing import Any
 
 import triton
 
-from . import _spills, autotune_prune
+from . import autotune_prune, spills
 
 
 def _autotuner_benchmarker_is_eager() -> bool:
@@ -37,7 +37,7 @@ def _lazy_do_bench(kernel_call: Any, quantiles: Any) -> Any:
 def autotune(**kwargs: Any) -> Any:
     """``triton.autotune(**kwargs)`` for every supported Triton: applicable without a GPU (the lazy
     benchmarker on Triton <= 3.3), pruned of the configs this Triton is listed to spill on
-    (``_spills.SPILLS``), and, for this package's kernels, pruned from compiled facts before each tuning
+    (``spills.SPILLS``), and, for this package's kernels, pruned from compiled facts before each tuning
     run on a GPU (``autotune_prune``). Other libraries' kernels get the first two only."""
     if "do_bench" not in kwargs and _autotuner_benchmarker_is_eager():
         kwargs["do_bench"] = _lazy_do_bench
@@ -52,11 +52,11 @@ def autotune(**kwargs: Any) -> Any:
 def _with_spill_pruning(kwargs: dict[str, Any], fn: Any) -> dict[str, Any]:
     # The entries are per kernel, and only the decorated function names it; kernels without entries
     # (other libraries' too) keep their own prune.
-    name = _spills.kernel_name(fn)
-    if not _spills.rules(name):
+    name = spills.kernel_name(fn)
+    if not spills.rules(name):
         return kwargs
     by = dict(kwargs.get("prune_configs_by") or {})
-    by["early_config_prune"] = _spills.pruning(name, by.get("early_config_prune"))
+    by["early_config_prune"] = spills.pruning(name, by.get("early_config_prune"))
     return {**kwargs, "prune_configs_by": by}
 
 
@@ -86,11 +86,11 @@ KERNEL_MODULES = ("flash_attention", "layernorm", "fused_linear", "decode_attent
 
 def install_variant_pruning() -> None:
     """Where this Triton has spill entries, make each kernel module's ``variants()`` return the pruned set
-    (``_spills.prune_variants``), so the static gate and the AOT tests compile what the autotuner may pick.
+    (``spills.prune_variants``), so the static gate and the AOT tests compile what the autotuner may pick.
 
     Done once, after the kernel modules are imported (``kernels/__init__.py``); the kernel files stay
     unchanged for the same reason as in :func:`install`. On a Triton without entries nothing is touched."""
-    if not _spills.rules():
+    if not spills.rules():
         return
     for name in KERNEL_MODULES:
         module = importlib.import_module(f"{__package__}.{name}")
@@ -101,7 +101,7 @@ def install_variant_pruning() -> None:
 def _pruned(variants: Any) -> Any:
     @functools.wraps(variants)
     def pruned_variants() -> list:
-        return _spills.prune_variants(variants())
+        return spills.prune_variants(variants())
 
     pruned_variants.prunes_spills = True
     return pruned_variants
