@@ -127,3 +127,50 @@ def test_the_checks_see_what_they_must():
     assert "tritongpt.engine" in graph["tritongpt.bench.train"]  # absolute: `from tritongpt.engine import GPT`
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _layer("tritongpt.cli") == 3 and _layer("tritongpt.kernels.tma") == 0
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_imports() -> list[str]:
+    """Every use of another package module's private name: ``from mod import _x``, ``import pkg._mod``,
+    ``mod._x`` through a module bound by an import, and any import of a module whose path has a private part."""
+    mods = modules()
+    found: list[str] = []
+    for m, f in mods.items():
+        package = m if f.name == "__init__.py" else m.rpartition(".")[0]
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        bound: dict[str, str] = {}  # local name -> package module it is bound to
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                if not source.startswith("tritongpt"):
+                    continue
+                for a in node.names:
+                    sub = f"{source}.{a.name}"
+                    if sub in mods:
+                        bound[a.asname or a.name] = sub
+                    if source != m and (_private(a.name) or any(_private(p) for p in source.split("."))):
+                        found.append(f"{m}: from {source} import {a.name}")
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("tritongpt") and any(_private(p) for p in a.name.split(".")):
+                        found.append(f"{m}: import {a.name}")
+                    if a.asname and a.name in mods:
+                        bound[a.asname] = a.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                    and _private(node.attr) and bound[node.value.id] != m):
+                found.append(f"{m}: {bound[node.value.id]}.{node.attr}")
+    return sorted(set(found))
+
+
+def test_no_private_names_cross_modules():
+    """A private name used by another module is a shared helper without a home: give it a public one."""
+    found = private_imports()
+    assert not found, "private names used across modules:\n" + "\n".join(found)
