@@ -46,26 +46,46 @@ checked); T_max <= 2**30. The partials cost B*H*S*(D+1)*4 bytes written and read
 
 from __future__ import annotations
 
-import math
-import operator
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from . import spills
-from .flash_attention_bwd import _LOG2E, _alloc, check_offsets, check_scale
+from . import launch, spills
+from .device_functions import (
+    append_step,
+    decode_accumulate,
+    decode_softmax_init,
+    decode_softmax_weights,
+    key_mask,
+    key_scores,
+    load_row,
+    split_end,
+    split_program,
+    store_row,
+    write_empty_split,
+    write_split,
+)
 from .interpreter import interpreter_enabled
-from .kernel_variant import KernelVariant, align_bucket
-from .validate import check_same, check_tensor, device_guard
+from .kernel_variant import KernelVariant, align_bucket, signature
+from .launch import DTYPE_NAMES, LOG2E, capturing, sm_count
+from .validate import (
+    check_bool,
+    check_offsets,
+    check_optional_count,
+    check_same,
+    check_scale,
+    check_sm_scale,
+    check_tensor,
+    device_guard,
+)
 
 MAX_HEAD_DIM = 128
 MAX_T = 2**30  # keeps split starts + split_len inside int32
 DEFAULT_SM_COUNT = 132  # off-GPU (interpreter): an H100 SXM, so splits match a common target
 WAVES = 2  # programs per SM the split count aims for
 MIN_SPLIT_TILES = 2  # a split streams at least this many BLOCK_N tiles (amortises q load + partial write)
-_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 MERGE_BLOCK_S = 16  # splits merged per step: bounds the merge's registers whatever the split count
 
 
@@ -90,84 +110,42 @@ def _decode_split_kernel(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     pid = tl.program_id(0)  # (batch * head, split), split minor
-    split = pid % SPLITS
-    bh = (pid // SPLITS).to(tl.int64)
-    b = bh // H
-    h = bh % H
-    n = tl.load(LENS + b * stride_l)
-    n = tl.minimum(tl.maximum(n, 0), T_MAX).to(tl.int32)  # clamp: unchecked lengths stay in bounds
-    lo = split * SPLIT_LEN
+    bh, b, h, n, lo = split_program(LENS, stride_l, H, T_MAX, SPLITS, SPLIT_LEN)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     O += bh * D
     PO += pid.to(tl.int64) * D
     if lo < n:
-        if EVEN_D:
-            q = tl.load(Q + b * stride_qb + h * stride_qh + offs_d).to(tl.float32)
-        else:
-            q = tl.load(Q + b * stride_qb + h * stride_qh + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+        q = load_row(Q + b * stride_qb + h * stride_qh + offs_d, d_ok, EVEN_D).to(tl.float32)
         q = q * qk_scale  # scores come out in log2 units
         K += b * stride_kb + h * stride_kh
         V += b * stride_vb + h * stride_vh
         offs_n = tl.arange(0, BLOCK_N)
-        m_i = tl.max(tl.full([BLOCK_N], float("-inf"), tl.float32), 0)  # fp32 scalars
-        l_i = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
-        acc = tl.zeros([BLOCK_D], tl.float32)
+        m_i, l_i, acc = decode_softmax_init(BLOCK_N, BLOCK_D)
         if HAS_NEW:
             if n - 1 < lo + SPLIT_LEN:  # this split owns position n-1 (n - 1 >= lo holds here)
                 # The new key first (the order of online-softmax steps is free): nothing of it stays
                 # live across the tile loop.
-                kn_ptrs = KN + b * stride_knb + h * stride_knh + offs_d
-                vn_ptrs = VN + b * stride_vnb + h * stride_vnh + offs_d
-                if EVEN_D:
-                    kn = tl.load(kn_ptrs)
-                    vn = tl.load(vn_ptrs)
-                else:
-                    kn = tl.load(kn_ptrs, mask=d_ok, other=0.0)
-                    vn = tl.load(vn_ptrs, mask=d_ok, other=0.0)
-                m_i = tl.sum(q * kn.to(tl.float32), 0)  # its p is exp2(0) = 1
-                l_i += 1.0
-                acc += vn.to(tl.float32)
+                kn, vn, m_i, l_i, acc = append_step(q, KN + b * stride_knb + h * stride_knh + offs_d,
+                                                    VN + b * stride_vnb + h * stride_vnh + offs_d, d_ok, l_i, acc,
+                                                    EVEN_D)
                 # The append itself: the same dtype, so the cache holds exactly k_new / v_new.
-                if EVEN_D:
-                    tl.store(K + (n - 1) * stride_kt + offs_d, kn)
-                    tl.store(V + (n - 1) * stride_vt + offs_d, vn)
-                else:
-                    tl.store(K + (n - 1) * stride_kt + offs_d, kn, mask=d_ok)
-                    tl.store(V + (n - 1) * stride_vt + offs_d, vn, mask=d_ok)
-        hi = lo + SPLIT_LEN
-        n_cached = n - 1 if HAS_NEW else n  # with HAS_NEW, position n-1 comes from KN/VN, not the cache
-        if hi > n_cached:
-            hi = n_cached
+                store_row(K + (n - 1) * stride_kt + offs_d, kn, d_ok, EVEN_D)
+                store_row(V + (n - 1) * stride_vt + offs_d, vn, d_ok, EVEN_D)
+        hi = split_end(lo, SPLIT_LEN, n, HAS_NEW)
         for start in range(lo, hi, BLOCK_N):
             cols = start + offs_n
             row_ok = cols < hi
-            if EVEN_D:
-                mask = row_ok[:, None]
-            else:
-                mask = row_ok[:, None] & d_ok[None, :]
+            mask = key_mask(row_ok, d_ok, EVEN_D)
             k = tl.load(K + cols[:, None] * stride_kt + offs_d[None, :], mask=mask, other=0.0)
-            s = tl.sum(q[None, :] * k.to(tl.float32), 1)  # (BLOCK_N,)
-            s = tl.where(row_ok, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 0))  # finite: every tile holds a key < hi
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new)
+            s = key_scores(q, k, row_ok)  # (BLOCK_N,)
+            m_new, alpha, p = decode_softmax_weights(s, m_i)
             v = tl.load(V + cols[:, None] * stride_vt + offs_d[None, :], mask=mask, other=0.0)
-            l_i = l_i * alpha + tl.sum(p, 0)
-            acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), 0)
+            l_i, acc = decode_accumulate(p, v, alpha, l_i, acc)
             m_i = m_new
-        out = acc / l_i  # l_i >= 1: the split holds at least one key, whose p is exp2(0)
-        if SINGLE:
-            tl.store(O + offs_d, out.to(O.dtype.element_ty), mask=d_ok)
-        else:
-            tl.store(PO + offs_d, out, mask=d_ok)
-            tl.store(PLSE + pid, m_i + tl.log2(l_i))
+        write_split(O, PO, PLSE, pid, offs_d, d_ok, acc, l_i, m_i, SINGLE)
     else:  # empty split (or an empty row): nothing to load
-        if SINGLE:
-            tl.store(O + offs_d, tl.zeros([BLOCK_D], tl.float32).to(O.dtype.element_ty), mask=d_ok)
-        else:
-            tl.store(PO + offs_d, tl.zeros([BLOCK_D], tl.float32), mask=d_ok)
-            tl.store(PLSE + pid, float("-inf"))
+        write_empty_split(O, PO, PLSE, pid, offs_d, d_ok, BLOCK_D, SINGLE)
 
 
 @triton.jit
@@ -222,34 +200,41 @@ _ALIGNED_CONFIGS = {16: DecodeConfig(128, 4, 2), 32: DecodeConfig(64, 4, 2), 64:
 _UNALIGNED_CONFIGS = {16: DecodeConfig(128, 4, 2), 32: DecodeConfig(64, 4, 2), 64: DecodeConfig(32, 4, 2),
                       128: DecodeConfig(16, 4, 2)}
 _CONFIGS: dict[bool, dict[int, DecodeConfig]] = {True: _ALIGNED_CONFIGS, False: _UNALIGNED_CONFIGS}
-_INTERPRET = DecodeConfig(16, 4, 1)  # small tiles so tiny test caches still span several splits
-_MERGE_WARPS = 4
-
-
-def _block_d(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
+INTERPRET_CONFIG = DecodeConfig(16, 4, 1)  # under the interpreter: small tiles, so tiny caches span several splits
+MERGE_WARPS = 4
 
 
 def decode_config(d: int, aligned: bool = True) -> DecodeConfig:
     """The config a GPU launch uses for head dim ``d`` and inputs of that alignment (align_bucket)."""
-    return _CONFIGS[aligned][_block_d(d)]
+    return _CONFIGS[aligned][launch.block_d(d)]
 
 
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return DEFAULT_SM_COUNT
-
-
-def _spill_free(config: DecodeConfig, device: torch.device, facts: dict) -> DecodeConfig:
-    """The config, or the fallback the running Triton's spill entries list for this form and GPU (older
-    Tritons spill a few forms; the fallback keeps BLOCK_N, so the split plan stands)."""
-    if not spills.rules("_decode_split_kernel"):  # the newest Tritons: nothing to look up per launch
+def spill_free(kernel: str, config: DecodeConfig, device: torch.device, facts: dict) -> DecodeConfig:
+    """``config`` for the split kernel named ``kernel``, or the fallback the running Triton's spill entries
+    list for this form and GPU (older Tritons spill a few forms; the fallback keeps BLOCK_N, so the split
+    plan stands)."""
+    if not spills.rules(kernel):  # the newest Tritons: nothing to look up per launch
         return config
-    arch = spills.target_arch(device)
-    fb = spills.fallback_for("_decode_split_kernel", {**facts, "num_warps": config.num_warps,
-                                                       "num_stages": config.num_stages}, arch)
+    fb = spills.fallback_for(kernel, {**facts, "num_warps": config.num_warps, "num_stages": config.num_stages},
+                             spills.target_arch(device))
     return config if fb is None else DecodeConfig(config.block_n, fb["num_warps"], fb["num_stages"])
+
+
+def split_buffers(q: torch.Tensor, splits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split kernel's fp32 partial outputs (B, H, S, D) and base-2 log-sum-exps (B, H, S) for query
+    ``q`` (B, H, D); empty placeholders with one split (the kernel then writes the output itself)."""
+    B, H, D = q.shape
+    single = splits == 1
+    return (launch.alloc((0,) if single else (B, H, splits, D), torch.float32, q.device),
+            launch.alloc((0,) if single else (B, H, splits), torch.float32, q.device))
+
+
+def merge_splits(partial: torch.Tensor, plse: torch.Tensor, out: torch.Tensor) -> None:
+    """Write ``out`` (B, H, D) from the split kernel's partials (B, H, S, D) and their base-2 log-sum-exps
+    (B, H, S): out = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M). Launches on the current device."""
+    B, H, splits, D = partial.shape
+    _decode_merge_kernel[(B * H,)](partial, plse, out, D, splits, BLOCK_S=MERGE_BLOCK_S, BLOCK_D=launch.block_d(D),
+                                   num_warps=MERGE_WARPS, num_stages=1)
 
 
 def pick_splits(bh: int, t_max: int, block_n: int, sms: int, requested: int | None = None) -> tuple[int, int]:
@@ -263,13 +248,8 @@ def pick_splits(bh: int, t_max: int, block_n: int, sms: int, requested: int | No
     return triton.cdiv(t_max, split_len), split_len
 
 
-def _capturing(t: torch.Tensor) -> bool:
-    """A CUDA graph is being captured on the current stream (then no host sync is allowed)."""
-    return t.is_cuda and torch.cuda.is_current_stream_capturing()
-
-
 def _check_length_values(lengths: torch.Tensor, t_max: int, has_new: bool) -> None:
-    if lengths.numel() == 0 or _capturing(lengths):
+    if lengths.numel() == 0 or capturing(lengths):
         return
     lo, hi = torch.stack(torch.aminmax(lengths)).tolist()  # one host sync
     need = 1 if has_new else 0
@@ -291,33 +271,32 @@ def decode_attention_launch(
     has_new = k_new is not None
     if check_lengths:
         _check_length_values(lengths, T, has_new)
-    out = _alloc((B, H, D), q.dtype, q.device)
+    out = launch.alloc((B, H, D), q.dtype, q.device)
     if B * H == 0:
         return out
-    block_d = _block_d(D)
+    bd = launch.block_d(D)
     if config is None:
         aligned = bool(align_bucket(q, k_cache, v_cache, k_new, v_new))
-        config = _INTERPRET if interpreter_enabled() else decode_config(D, aligned)
-    splits, split_len = pick_splits(B * H, T, config.block_n, _sm_count(q.device), num_splits)
+        config = INTERPRET_CONFIG if interpreter_enabled() else decode_config(D, aligned)
+    splits, split_len = pick_splits(B * H, T, config.block_n, sm_count(q.device, DEFAULT_SM_COUNT), num_splits)
     single = splits == 1
     if q.is_cuda:
-        config = _spill_free(config, q.device, dict(BLOCK_D=block_d, BLOCK_N=config.block_n, SINGLE=single,
-                                                    HAS_NEW=has_new, EVEN_D=D == block_d, dtype=_DTYPES[q.dtype]))
-    partial = _alloc((0,) if single else (B, H, splits, D), torch.float32, q.device)
-    plse = _alloc((0,) if single else (B, H, splits), torch.float32, q.device)
+        config = spill_free("_decode_split_kernel", config, q.device,
+                            dict(BLOCK_D=bd, BLOCK_N=config.block_n, SINGLE=single, HAS_NEW=has_new, EVEN_D=D == bd,
+                                 dtype=DTYPE_NAMES[q.dtype]))
+    partial, plse = split_buffers(q, splits)
     kn, vn = (k_new, v_new) if has_new else (q, q)  # unused pointers when not appending
     with device_guard(q):  # Triton launches on the current GPU: make it the tensors' one
         _decode_split_kernel[(B * H * splits,)](
             q, k_cache, v_cache, kn, vn, lengths, out, partial, plse,
             q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
             kn.stride(0), kn.stride(1), vn.stride(0), vn.stride(1), lengths.stride(0),
-            H, T, D, splits, split_len, sm_scale * _LOG2E,
-            HAS_NEW=has_new, SINGLE=single, BLOCK_N=config.block_n, BLOCK_D=block_d,
+            H, T, D, splits, split_len, sm_scale * LOG2E,
+            HAS_NEW=has_new, SINGLE=single, BLOCK_N=config.block_n, BLOCK_D=bd,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )
         if not single:
-            _decode_merge_kernel[(B * H,)](partial, plse, out, D, splits, BLOCK_S=MERGE_BLOCK_S, BLOCK_D=block_d,
-                                           num_warps=_MERGE_WARPS, num_stages=1)
+            merge_splits(partial, plse, out)
     return out
 
 
@@ -337,33 +316,38 @@ def _(q, k_cache, v_cache, lengths, sm_scale, k_new, v_new, num_splits, check_le
     return q.new_empty(q.shape)
 
 
-def _validate(q, k_cache, v_cache, lengths, sm_scale, k_new, v_new, num_splits, check_lengths):
-    """Check the public arguments (before anything runs); returns (sm_scale, num_splits) normalised."""
-    tensors = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "lengths": lengths, "k_new": k_new, "v_new": v_new}
+def check_decode_tensors(tensors: dict[str, object], k_name: str, v_name: str) -> tuple[int, int, int]:
+    """The first checks of every decode op's arguments: each of ``tensors`` (q first, the caches named
+    ``k_name`` and ``v_name``, lengths, k_new and v_new, which may be None, and any other tensor the op takes)
+    a tensor on q's device (the device check before the others, so a mix-up is reported as such); q a
+    (B, H, D) float tensor and the caches 4-D ones of its dtype; 1 <= D <= MAX_HEAD_DIM. Returns (B, H, D)."""
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor) and not (name in ("k_new", "v_new") and t is None):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    for name, t in tensors.items():  # first, so a device mix-up is reported as such
+    q = tensors["q"]
+    for name, t in tensors.items():
         if t is not None and name != "q" and t.device != q.device:
             raise ValueError(f"{name}: device {t.device} does not match q device {q.device}")
     check_tensor("q", q, ndim=3)
-    check_tensor("k_cache", k_cache, ndim=4)
-    check_tensor("v_cache", v_cache, ndim=4)
-    check_same("k_cache", k_cache, "q", q)
-    check_same("v_cache", v_cache, "q", q)
+    for name in (k_name, v_name):
+        check_tensor(name, tensors[name], ndim=4)
+    for name in (k_name, v_name):
+        check_same(name, tensors[name], "q", q)
     B, H, D = q.shape
     if not 1 <= D <= MAX_HEAD_DIM:
         raise ValueError(f"q: head dim D must be in [1, {MAX_HEAD_DIM}], got {D}")
-    if k_cache.shape[:2] != (B, H) or k_cache.shape[3] != D:
-        raise ValueError(f"k_cache: expected (B, H, T_max, D) with (B, H, D) = {(B, H, D)} like q, "
-                         f"got {tuple(k_cache.shape)}")
-    if v_cache.shape != k_cache.shape:
-        raise ValueError(f"v_cache: expected the shape of k_cache {tuple(k_cache.shape)}, got {tuple(v_cache.shape)}")
-    if not 1 <= k_cache.shape[2] <= MAX_T:
-        raise ValueError(f"k_cache: T_max must be in [1, 2**30], got {k_cache.shape[2]}")
+    return B, H, D
+
+
+def check_decode_options(q: torch.Tensor, lengths: torch.Tensor, k_new: torch.Tensor | None,
+                         v_new: torch.Tensor | None, num_splits: object, check_lengths: object) -> int | None:
+    """The checks every decode op makes after its cache layout's: lengths (B,) int32/int64, k_new and v_new
+    both or neither, each q's shape and dtype, num_splits None or >= 1 and check_lengths a bool. Returns
+    num_splits as an int (or None)."""
     check_tensor("lengths", lengths, ndim=1, dtypes=(torch.int32, torch.int64), unit_last_stride=False)
-    if lengths.shape[0] != B:
-        raise ValueError(f"lengths: expected shape ({B},) (one length per row of q), got {tuple(lengths.shape)}")
+    if lengths.shape[0] != q.shape[0]:
+        raise ValueError(f"lengths: expected shape ({q.shape[0]},) (one length per row of q), "
+                         f"got {tuple(lengths.shape)}")
     if (k_new is None) != (v_new is None):
         raise ValueError("k_new, v_new: pass both (append one token) or neither")
     for name, t in (("k_new", k_new), ("v_new", v_new)):
@@ -372,23 +356,25 @@ def _validate(q, k_cache, v_cache, lengths, sm_scale, k_new, v_new, num_splits, 
             check_same(name, t, "q", q)
             if t.shape != q.shape:
                 raise ValueError(f"{name}: expected the shape of q {tuple(q.shape)}, got {tuple(t.shape)}")
-    if num_splits is not None:
-        if isinstance(num_splits, bool) or not hasattr(num_splits, "__index__") or isinstance(num_splits, torch.Tensor):
-            raise TypeError(f"num_splits: expected an int or None, got {type(num_splits).__name__}")
-        num_splits = operator.index(num_splits)  # numpy integers too
-        if num_splits < 1:
-            raise ValueError(f"num_splits: expected at least 1, got {num_splits}")
-    if not isinstance(check_lengths, bool):
-        raise TypeError(f"check_lengths: expected a bool, got {type(check_lengths).__name__}")
+    num_splits = check_optional_count("num_splits", num_splits)
+    check_bool("check_lengths", check_lengths)
+    return num_splits
+
+
+def _validate(q, k_cache, v_cache, lengths, sm_scale, k_new, v_new, num_splits, check_lengths):
+    """Check the public arguments (before anything runs); returns (sm_scale, num_splits) normalised."""
+    B, H, D = check_decode_tensors({"q": q, "k_cache": k_cache, "v_cache": v_cache, "lengths": lengths,
+                                    "k_new": k_new, "v_new": v_new}, "k_cache", "v_cache")
+    if k_cache.shape[:2] != (B, H) or k_cache.shape[3] != D:
+        raise ValueError(f"k_cache: expected (B, H, T_max, D) with (B, H, D) = {(B, H, D)} like q, "
+                         f"got {tuple(k_cache.shape)}")
+    if v_cache.shape != k_cache.shape:
+        raise ValueError(f"v_cache: expected the shape of k_cache {tuple(k_cache.shape)}, got {tuple(v_cache.shape)}")
+    if not 1 <= k_cache.shape[2] <= MAX_T:
+        raise ValueError(f"k_cache: T_max must be in [1, 2**30], got {k_cache.shape[2]}")
+    num_splits = check_decode_options(q, lengths, k_new, v_new, num_splits, check_lengths)
     check_offsets(k_cache=k_cache, v_cache=v_cache)
-    if sm_scale is None:
-        return 1.0 / math.sqrt(D), num_splits
-    if isinstance(sm_scale, torch.SymInt | torch.SymFloat) or (
-            torch.compiler.is_compiling() and isinstance(sm_scale, int | float) and not isinstance(sm_scale, bool)):
-        # Traced by torch.compile(dynamic=True), a number may be symbolic: testing its value would
-        # break the graph. The launcher checks the concrete value (as attention does).
-        return (sm_scale if isinstance(sm_scale, float) else torch.sym_float(sm_scale)), num_splits
-    return check_scale(sm_scale), num_splits
+    return check_sm_scale(sm_scale, D), num_splits
 
 
 def decode_attention(
@@ -442,9 +428,8 @@ def variants() -> list[KernelVariant]:
     for block_d in _CONFIGS[True]:
         for dt, new, single, even, lens, aligned in _split_forms(block_d):
             cfg = _CONFIGS[aligned][block_d]
-            sig = {p: "*" + dt for p in ("Q", "K", "V", "KN", "VN", "O")}
-            sig.update(LENS="*" + lens, PO="*fp32", PLSE="*fp32", **{s: "i32" for s in _STRIDES},
-                       H="i32", T_MAX="i32", D="i32", SPLITS="i32", SPLIT_LEN="i32", qk_scale="fp32")
+            sig = signature(("Q K V KN VN O", "*" + dt), ("LENS", "*" + lens), ("PO PLSE", "*fp32"), (_STRIDES, "i32"),
+                            ("H T_MAX D SPLITS SPLIT_LEN", "i32"), ("qk_scale", "fp32"))
             out.append(KernelVariant(
                 name=f"decode_attention_split[D={block_d},BN={cfg.block_n},w={cfg.num_warps},s={cfg.num_stages},"
                      f"{dt}{'' if even else ',ragged'}{',append' if new else ''}{',single' if single else ''}"
@@ -457,10 +442,9 @@ def variants() -> list[KernelVariant]:
             ))
         for dt in ("fp16", "bf16", "fp32"):
             out.append(KernelVariant(
-                name=f"decode_attention_merge[D={block_d},BS={MERGE_BLOCK_S},w={_MERGE_WARPS},{dt}]",
-                fn=_decode_merge_kernel,
-                signature={"PO": "*fp32", "PLSE": "*fp32", "O": "*" + dt, "D": "i32", "SPLITS": "i32"},
-                constexprs=dict(BLOCK_S=MERGE_BLOCK_S, BLOCK_D=block_d), num_warps=_MERGE_WARPS, num_stages=1,
+                name=f"decode_attention_merge[D={block_d},BS={MERGE_BLOCK_S},w={MERGE_WARPS},{dt}]",
+                fn=_decode_merge_kernel, signature=signature(("PO PLSE", "*fp32"), ("O", "*" + dt), ("D SPLITS", "i32")),
+                constexprs=dict(BLOCK_S=MERGE_BLOCK_S, BLOCK_D=block_d), num_warps=MERGE_WARPS, num_stages=1,
                 archs=(80, 89, 90), tags={"kernel": "merge", "D": block_d, "dtype": dt},
             ))
     return out

@@ -46,33 +46,36 @@ Limits and differences from the reference:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 
 from . import flash_attention_bwd_tma as bwd_tma
 from . import flash_attention_tma as fwd_tma
-from . import tma
+from . import launch, tma
+from .device_functions import head_program, load_kv, load_tile, store_tile
 from .flash_attention_bwd import (
-    _LOG2E,
-    INT32_MAX,
     ConfigTables,
     TunedConfig,
-    _alloc,
     attention_bwd_launch,
     bwd_variants,
-    check_offsets,
-    check_scale,
-    slice_extent,
     tune_bucket,
     variant_choices,
 )
 from .interpreter import interpreter_enabled
-from .kernel_variant import KernelVariant, align_bucket
+from .kernel_variant import KernelVariant, align_bucket, signature
+from .launch import LOG2E
 from .online_softmax import finish_rows, key_range, mask_scores, softmax_step
-from .validate import check_same, check_tensor, device_guard
+from .validate import (
+    INT32_MAX,
+    check_offsets,
+    check_same,
+    check_scale,
+    check_sm_scale,
+    check_tensor,
+    device_guard,
+    slice_extent,
+)
 
 MAX_HEAD_DIM = 128
 
@@ -88,18 +91,7 @@ def _fwd_inner(
 ):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
-        k_ptrs = K + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
-        v_ptrs = V + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASKED:
-            kv_mask = (cols[:, None] < TK) & (offs_d[None, :] < D)
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
-        elif EVEN_D:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
-        else:
-            k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
-            v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+        k, v = load_kv(K, V, cols, offs_d, stride_kn, stride_kd, stride_vn, stride_vd, TK, D, MASKED, EVEN_D)
         s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
         if MASKED:
             s = mask_scores(s, offs_m, cols, TK, OFF, CAUSAL)
@@ -134,12 +126,8 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
 ):
-    pid = tl.program_id(0)  # (batch * head, query block), query block minor
-    num_m = (TQ + BLOCK_M - 1) // BLOCK_M
-    pid_m = pid % num_m
-    pid_bh = (pid // num_m).to(tl.int64)
-    b = pid_bh // H
-    h = pid_bh % H
+    # (batch * head, query block), query block minor
+    pid_m, pid_bh, b, h = head_program((TQ + BLOCK_M - 1) // BLOCK_M, H, True)
     Q += b * stride_qb + h * stride_qh
     K += b * stride_kb + h * stride_kh
     V += b * stride_vb + h * stride_vh
@@ -150,11 +138,9 @@ def _attn_fwd_kernel(
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    q_ptrs = Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
-    if EVEN_M and EVEN_D:
-        q = tl.load(q_ptrs)
-    else:
-        q = tl.load(q_ptrs, mask=(offs_m[:, None] < TQ) & (offs_d[None, :] < D), other=0.0)
+    MASK_QD = not (EVEN_M and EVEN_D)
+    q = load_tile(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd, offs_m, offs_d, TQ, D, MASK_QD,
+                  MASK_QD)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -169,11 +155,8 @@ def _attn_fwd_kernel(
                                BLOCK_N, True, CAUSAL, EVEN_D)
 
     acc, lse = finish_rows(acc, l_i, m_i)
-    o_ptrs = O + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-    if EVEN_M and EVEN_D:
-        tl.store(o_ptrs, acc.to(O.dtype.element_ty))
-    else:
-        tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=(offs_m[:, None] < TQ) & (offs_d[None, :] < D))
+    store_tile(O + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od, acc.to(O.dtype.element_ty), offs_m,
+               offs_d, TQ, D, MASK_QD)
     if EVEN_M:
         tl.store(LSE + offs_m, lse)
     else:
@@ -227,10 +210,6 @@ _FWD_INTERPRET = TunedConfig(64, 32, 4, 1)  # under the interpreter: one config,
 _attn_fwd_tuned = FWD_TABLES.tuned(_attn_fwd_kernel)
 
 
-def _block_d(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))  # tl.dot needs K >= 16
-
-
 def attention_fwd_launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sm_scale: float,
     config: TunedConfig | None = None, path: str | None = None,
@@ -242,16 +221,17 @@ def attention_fwd_launch(
     Tk = k.shape[2]
     check_offsets(q=q, k=k, v=v)
     sm_scale = check_scale(sm_scale)
-    out = _alloc((B, H, Tq, D), q.dtype, q.device)
-    lse = _alloc((B, H, Tq), torch.float32, q.device)
+    out = launch.alloc((B, H, Tq, D), q.dtype, q.device)
+    lse = launch.alloc((B, H, Tq), torch.float32, q.device)
     if out.numel() == 0:
         return out, lse
-    if fwd_tma.fwd_path(q, k, v, out, causal, _block_d(D), path, config) == tma.TMA:
-        fwd_tma.attention_fwd_tma_launch(q, k, v, out, lse, causal, sm_scale * _LOG2E, _block_d(D), config)
+    block_d = launch.block_d(D)
+    if fwd_tma.fwd_path(q, k, v, out, causal, block_d, path, config) == tma.TMA:
+        fwd_tma.attention_fwd_tma_launch(q, k, v, out, lse, causal, sm_scale * LOG2E, block_d, config)
         return out, lse
     args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-            H, Tq, Tk, D, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk), align_bucket(q, k, v))
-    meta = {"CAUSAL": causal, "BLOCK_D": _block_d(D)}
+            H, Tq, Tk, D, sm_scale * LOG2E, tune_bucket(Tq), tune_bucket(Tk), align_bucket(q, k, v))
+    meta = {"CAUSAL": causal, "BLOCK_D": block_d}
     if config is None and interpreter_enabled():
         config = _FWD_INTERPRET
     with device_guard(q):  # Triton launches on the current GPU: make it the tensors' one
@@ -354,14 +334,7 @@ def _validate(q: object, k: object, v: object, causal: object, sm_scale: object)
     if causal and Tq > k.shape[2]:
         raise ValueError(f"causal attention needs Tq <= Tk (end-aligned mask), got Tq={Tq}, Tk={k.shape[2]}")
     check_offsets(q=q, k=k, v=v)
-    if sm_scale is None:
-        return causal, 1.0 / math.sqrt(D)
-    if isinstance(sm_scale, torch.SymInt | torch.SymFloat) or (
-            torch.compiler.is_compiling() and isinstance(sm_scale, int | float) and not isinstance(sm_scale, bool)):
-        # Traced by torch.compile(dynamic=True), a number may be symbolic (Dynamo shows it as a plain
-        # float): testing its value would break the graph. The launcher checks the concrete value.
-        return causal, sm_scale if isinstance(sm_scale, float) else torch.sym_float(sm_scale)
-    return causal, check_scale(sm_scale)
+    return causal, check_sm_scale(sm_scale, D)
 
 
 def attention(
@@ -378,19 +351,15 @@ def attention(
     return out
 
 
-def _signature(ptrs: str, ints: str, ptr: str) -> dict[str, str]:
-    return {**{n: ptr for n in ptrs.split()}, **{n: "i32" for n in ints.split()}}
-
-
 def fwd_variants() -> list[KernelVariant]:
     """Every shipped forward config x representative head dim / dtype / evenness / causality (see
     variant_choices)."""
     out = []
     for form in variant_choices(FWD_TABLES):
         cfg, d, dtype = form.cfg, form.d, form.dtype
-        sig = _signature("Q K V O", "stride_qb stride_qh stride_qm stride_kb stride_kh stride_kn "
-                         "stride_vb stride_vh stride_vn stride_ob stride_oh stride_om H TQ TK D", "*" + dtype)
-        sig.update(LSE="*fp32", qk_scale="fp32", TQ_BUCKET="i32", TK_BUCKET="i32", ALIGN="i32")
+        sig = signature(("Q K V O", "*" + dtype), ("stride_qb stride_qh stride_qm stride_kb stride_kh stride_kn "
+                        "stride_vb stride_vh stride_vn stride_ob stride_oh stride_om H TQ TK D", "i32"),
+                        ("LSE", "*fp32"), ("qk_scale", "fp32"), ("TQ_BUCKET TK_BUCKET ALIGN", "i32"))
         consts = dict(stride_qd=1, stride_kd=1, stride_vd=1, stride_od=1, CAUSAL=form.causal,
                       BLOCK_D=d, EVEN_M=form.even, EVEN_D=form.even, **cfg.kwargs())
         out.append(KernelVariant(

@@ -30,19 +30,17 @@ import triton
 import triton.language as tl
 
 from . import flash_attention_bwd_tma as bwd_tma
-from . import tma
+from . import launch, tma
 from .attention_config import TunedConfig, tune_bucket
+from .device_functions import head_program, load_kv, load_tiles, store_tile, store_tiles
 from .interpreter import interpreter_enabled
-from .kernel_variant import KernelVariant, align_bucket
+from .kernel_variant import KernelVariant, align_bucket, signature
+from .launch import LOG2E
 from .online_softmax import query_range
-from .validate import check_float, device_guard
 
-_LOG2E = 1.4426950408889634
-
-
-def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    # Every output buffer comes from here, so tests can hand out NaN-poisoned memory instead.
-    return torch.empty(shape, dtype=dtype, device=device)
+# check_offsets, check_scale, slice_extent and INT32_MAX live in validate; this module's launcher uses the
+# first two and keeps all four importable from here.
+from .validate import INT32_MAX, check_offsets, check_scale, device_guard, slice_extent  # noqa: F401
 
 
 def _arch(device: torch.device | None = None) -> int:
@@ -51,52 +49,6 @@ def _arch(device: torch.device | None = None) -> int:
     # that fails with OutOfResources. The tensors' GPU, not the current one (multi-GPU hosts).
     major = torch.cuda.get_device_capability(device)[0]
     return {9: 90, 10: 100}.get(major, 80)
-
-
-INT32_MAX = 2**31 - 1
-MIN_BLOCK = 16  # the smallest sequence tile of any shipped config (grid size bound below)
-
-
-def slice_extent(t: torch.Tensor) -> int:
-    """Largest offset, in elements, inside one (batch, head) slice of a (B, H, T, D) tensor: what
-    the kernels index with int32 ((T - 1) * stride_t + (D - 1) * stride_d; batch and head offsets
-    are int64)."""
-    n, d = t.shape[2], t.shape[3]
-    if n == 0 or d == 0:
-        return 0
-    return (n - 1) * abs(t.stride(2)) + (d - 1) * abs(t.stride(3))
-
-
-_FP32_MAX = 3.4028234663852886e38
-
-
-def check_scale(sm_scale: object) -> float:
-    """sm_scale: a positive finite real (numpy scalars too) whose sm_scale * log2(e), the factor the
-    kernels apply in fp32, is finite there too."""
-    scale = check_float("sm_scale", sm_scale, positive=True)
-    if scale * _LOG2E > _FP32_MAX:
-        raise ValueError(f"sm_scale: {scale:g} is too large: the kernels scale scores by sm_scale * log2(e) "
-                         f"in fp32, which must be finite (sm_scale at most {_FP32_MAX / _LOG2E:.4g})")
-    return scale
-
-
-def check_offsets(**tensors: torch.Tensor) -> None:
-    """Every (B, H, T, D) argument, the fresh contiguous outputs of its shape and the 1-D grid must
-    be indexable with int32: ValueError naming the argument otherwise (before anything launches)."""
-    for name, t in tensors.items():
-        extent = slice_extent(t)
-        if extent > INT32_MAX:
-            raise ValueError(
-                f"{name}: one (batch, head) slice spans {extent + 1} elements (strides {tuple(t.stride())}); "
-                f"the attention kernels index within a slice with 32-bit offsets (at most 2**31): "
-                f"pass {name}.contiguous() or a shorter sequence")
-        B, H, n, d = t.shape
-        if n * d > INT32_MAX + 1:
-            raise ValueError(f"{name}: a (T, D) = ({n}, {d}) slice has more than 2**31 elements; the attention "
-                             "kernels index within a slice with 32-bit offsets: use a shorter sequence")
-        if B * H * triton.cdiv(n, MIN_BLOCK) > INT32_MAX:
-            raise ValueError(f"{name}: B * H * ceil(T / {MIN_BLOCK}) = {B * H * triton.cdiv(n, MIN_BLOCK)} "
-                             "programs exceed the 2**31 - 1 grid limit: split the batch")
 
 
 def pick_configs(tables: ConfigTables, nargs: dict, kw: dict) -> list[triton.Config]:
@@ -153,12 +105,8 @@ def _bwd_preprocess_kernel(
     H, TQ, D,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid = tl.program_id(0)  # (batch * head, row block), row block minor
-    num_m = (TQ + BLOCK_M - 1) // BLOCK_M
-    pid_m = pid % num_m
-    pid_bh = (pid // num_m).to(tl.int64)
-    b = pid_bh // H
-    h = pid_bh % H
+    # (batch * head, row block), row block minor
+    pid_m, pid_bh, b, h = head_program((TQ + BLOCK_M - 1) // BLOCK_M, H, True)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m[:, None] < TQ) & (offs_d[None, :] < D)
@@ -179,17 +127,12 @@ def _dkdv_inner(
     BLOCK_M: tl.constexpr, MASKED: tl.constexpr, MASK_KEYS: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,  # EVEN_M: every row of [lo, hi) is < TQ
 ):
+    MASK_QD = not (EVEN_M and EVEN_D)
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m
         q_ptrs = Q + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd
         do_ptrs = DO + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod
-        if EVEN_M and EVEN_D:
-            q = tl.load(q_ptrs)
-            do = tl.load(do_ptrs)
-        else:
-            qmask = (rows[:, None] < TQ) & (offs_d[None, :] < D)
-            q = tl.load(q_ptrs, mask=qmask, other=0.0)
-            do = tl.load(do_ptrs, mask=qmask, other=0.0)
+        q, do = load_tiles(q_ptrs, do_ptrs, rows, offs_d, TQ, D, MASK_QD, MASK_QD)
         if EVEN_M:
             lse = tl.load(LSE + rows)
             delta = tl.load(DELTA + rows)
@@ -238,12 +181,8 @@ def _attn_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_D: tl.constexpr,
 ):
-    pid = tl.program_id(0)  # (batch * head, key block), key block minor
-    num_n = (TK + BLOCK_N - 1) // BLOCK_N
-    pid_n = pid % num_n
-    pid_bh = (pid // num_n).to(tl.int64)
-    b = pid_bh // H
-    h = pid_bh % H
+    # (batch * head, key block), key block minor
+    pid_n, pid_bh, b, h = head_program((TK + BLOCK_N - 1) // BLOCK_N, H, True)
     Q += b * stride_qb + h * stride_qh
     K += b * stride_kb + h * stride_kh
     V += b * stride_vb + h * stride_vh
@@ -257,15 +196,10 @@ def _attn_bwd_dkdv_kernel(
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
+    MASK_KV = not (EVEN_N and EVEN_D)
     k_ptrs = K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
     v_ptrs = V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
-    if EVEN_N and EVEN_D:
-        k = tl.load(k_ptrs)
-        v = tl.load(v_ptrs)
-    else:
-        kv_mask = (offs_n[:, None] < TK) & (offs_d[None, :] < D)
-        k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-        v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+    k, v = load_tiles(k_ptrs, v_ptrs, offs_n, offs_d, TK, D, MASK_KV, MASK_KV)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
@@ -295,13 +229,8 @@ def _attn_bwd_dkdv_kernel(
 
     dk = dk * sm_scale
     out_offs = offs_n[:, None] * D + offs_d[None, :]
-    if EVEN_N and EVEN_D:
-        tl.store(DK + out_offs, dk.to(DK.dtype.element_ty))
-        tl.store(DV + out_offs, dv.to(DV.dtype.element_ty))
-    else:
-        out_mask = (offs_n[:, None] < TK) & (offs_d[None, :] < D)
-        tl.store(DK + out_offs, dk.to(DK.dtype.element_ty), mask=out_mask)
-        tl.store(DV + out_offs, dv.to(DV.dtype.element_ty), mask=out_mask)
+    store_tiles(DK + out_offs, dk.to(DK.dtype.element_ty), DV + out_offs, dv.to(DV.dtype.element_ty), offs_n, offs_d,
+                TK, D, MASK_KV)
 
 
 @triton.jit
@@ -315,18 +244,7 @@ def _dq_inner(
 ):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
-        k_ptrs = K + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
-        v_ptrs = V + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASKED:
-            kv_mask = (cols[:, None] < TK) & (offs_d[None, :] < D)
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
-        elif EVEN_D:
-            k = tl.load(k_ptrs)
-            v = tl.load(v_ptrs)
-        else:
-            k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
-            v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+        k, v = load_kv(K, V, cols, offs_d, stride_kn, stride_kd, stride_vn, stride_vd, TK, D, MASKED, EVEN_D)
         s = tl.dot(q, tl.trans(k), input_precision="ieee")  # (BLOCK_M, BLOCK_N)
         p = tl.exp2(s * qk_scale - lse2[:, None])
         if MASKED:
@@ -369,12 +287,8 @@ def _attn_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_D: tl.constexpr,
 ):
-    pid = tl.program_id(0)  # (batch * head, row block), row block minor
-    num_m = (TQ + BLOCK_M - 1) // BLOCK_M
-    pid_m = pid % num_m
-    pid_bh = (pid // num_m).to(tl.int64)
-    b = pid_bh // H
-    h = pid_bh % H
+    # (batch * head, row block), row block minor
+    pid_m, pid_bh, b, h = head_program((TQ + BLOCK_M - 1) // BLOCK_M, H, True)
     Q += b * stride_qb + h * stride_qh
     K += b * stride_kb + h * stride_kh
     V += b * stride_vb + h * stride_vh
@@ -387,15 +301,10 @@ def _attn_bwd_dq_kernel(
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    MASK_QD = not (EVEN_M and EVEN_D)
     q_ptrs = Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
     do_ptrs = DO + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod
-    if EVEN_M and EVEN_D:
-        q = tl.load(q_ptrs)
-        do = tl.load(do_ptrs)
-    else:
-        qmask = (offs_m[:, None] < TQ) & (offs_d[None, :] < D)
-        q = tl.load(q_ptrs, mask=qmask, other=0.0)
-        do = tl.load(do_ptrs, mask=qmask, other=0.0)
+    q, do = load_tiles(q_ptrs, do_ptrs, offs_m, offs_d, TQ, D, MASK_QD, MASK_QD)
     if EVEN_M:
         lse2 = tl.load(LSE + offs_m) * 1.4426950408889634
         delta = tl.load(DELTA + offs_m)
@@ -421,10 +330,7 @@ def _attn_bwd_dq_kernel(
 
     dq = dq * sm_scale
     out_offs = offs_m[:, None] * D + offs_d[None, :]
-    if EVEN_M and EVEN_D:
-        tl.store(DQ + out_offs, dq.to(DQ.dtype.element_ty))
-    else:
-        tl.store(DQ + out_offs, dq.to(DQ.dtype.element_ty), mask=(offs_m[:, None] < TQ) & (offs_d[None, :] < D))
+    store_tile(DQ + out_offs, dq.to(DQ.dtype.element_ty), offs_m, offs_d, TQ, D, MASK_QD)
 
 
 # dK/dV configs: BLOCK_N keys owned, BLOCK_M queries streamed; dQ configs: BLOCK_M queries owned,
@@ -506,20 +412,20 @@ def attention_bwd_launch(
     check_offsets(q=q, k=k, v=v, do=do, o=o)
     sm_scale = check_scale(sm_scale)
     tma.check_path("path", path)
-    dq = _alloc((B, H, Tq, D) if compute_dq else (0,), q.dtype, q.device)
-    dk = _alloc((B, H, Tk, D) if compute_dkdv else (0,), k.dtype, k.device)
-    dv = _alloc((B, H, Tk, D) if compute_dkdv else (0,), v.dtype, v.device)
+    dq = launch.alloc((B, H, Tq, D) if compute_dq else (0,), q.dtype, q.device)
+    dk = launch.alloc((B, H, Tk, D) if compute_dkdv else (0,), k.dtype, k.device)
+    dv = launch.alloc((B, H, Tk, D) if compute_dkdv else (0,), v.dtype, v.device)
     if not (compute_dq or compute_dkdv):
         return dq, dk, dv
     if B * H * Tq * D == 0:  # no queries: dk = dv = 0 (nothing else can be empty after validation)
         return dq, dk.zero_(), dv.zero_()
     if do.dtype != q.dtype:
         do = do.to(q.dtype)
-    block_d = max(16, triton.next_power_of_2(D))
+    block_d = launch.block_d(D)
     forced = dkdv_config is not None or dq_config is not None  # forced configs are pointer-table picks
     use_tma = (path is not None or not forced) and bwd_tma.bwd_path(q, k, v, do, causal, block_d, path) == "tma"
     with device_guard(q):  # Triton launches on the current GPU: make it the tensors' one
-        delta = _alloc(tuple(lse.shape), torch.float32, lse.device)
+        delta = launch.alloc(tuple(lse.shape), torch.float32, lse.device)
         _bwd_preprocess_kernel[(B * H * triton.cdiv(Tq, _PRE_BLOCK_M),)](
             o, do, delta, *o.stride(), *do.stride(), H, Tq, D, BLOCK_M=_PRE_BLOCK_M, BLOCK_D=block_d)
         if use_tma:
@@ -528,7 +434,7 @@ def attention_bwd_launch(
             return dq, dk, dv
 
         common = (*q.stride(), *k.stride(), *v.stride(), *do.stride(), H, Tq, Tk, D,
-                  sm_scale, sm_scale * _LOG2E, tune_bucket(Tq), tune_bucket(Tk), align_bucket(q, k, v, do))
+                  sm_scale, sm_scale * LOG2E, tune_bucket(Tq), tune_bucket(Tk), align_bucket(q, k, v, do))
         meta = {"CAUSAL": causal, "BLOCK_D": block_d}
         if interpreter_enabled():
             dkdv_config = dkdv_config or _DKDV_INTERPRET
@@ -616,10 +522,9 @@ def bwd_variants() -> list[KernelVariant]:
     for name, fn, tables, ptrs, extra in kernels:
         for form in variant_choices(tables):
             cfg, d, dtype = form.cfg, form.d, form.dtype
-            sig = {p: ("*fp32" if p in ("LSE", "DELTA") else "*" + dtype) for p in ptrs.split()}
-            sig.update({s: "i32" for s in _STRIDES.split()})
-            sig.update(H="i32", TQ="i32", TK="i32", D="i32", sm_scale="fp32", qk_scale="fp32",
-                       TQ_BUCKET="i32", TK_BUCKET="i32", ALIGN="i32")
+            sig = signature(*((p, "*fp32" if p in ("LSE", "DELTA") else "*" + dtype) for p in ptrs.split()),
+                            (_STRIDES, "i32"), ("H TQ TK D", "i32"), ("sm_scale qk_scale", "fp32"),
+                            ("TQ_BUCKET TK_BUCKET ALIGN", "i32"))
             evens = {e: form.even for e in ("EVEN_M", "EVEN_D", *extra)}
             consts = dict(unit, CAUSAL=form.causal, BLOCK_D=d, **evens, **cfg.kwargs())
             out.append(KernelVariant(
@@ -630,9 +535,8 @@ def bwd_variants() -> list[KernelVariant]:
                 tags=form.tags(name, sig, "LSE DELTA DK DV DQ"),
             ))
     for d in (64, 128):
-        sig = {"O": "*fp16", "DO": "*fp16", "DELTA": "*fp32", "stride_ob": "i32", "stride_oh": "i32",
-               "stride_om": "i32", "stride_dob": "i32", "stride_doh": "i32", "stride_dom": "i32",
-               "H": "i32", "TQ": "i32", "D": "i32"}
+        sig = signature(("O DO", "*fp16"), ("DELTA", "*fp32"),
+                        ("stride_ob stride_oh stride_om stride_dob stride_doh stride_dom H TQ D", "i32"))
         out.append(KernelVariant(
             name=f"attention_bwd_preprocess[D={d},BM={_PRE_BLOCK_M},fp16]", fn=_bwd_preprocess_kernel,
             signature=sig, constexprs=dict(stride_od=1, stride_dod=1, BLOCK_M=_PRE_BLOCK_M, BLOCK_D=d),

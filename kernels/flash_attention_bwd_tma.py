@@ -24,11 +24,13 @@ import torch
 import triton
 import triton.language as tl
 
-from . import tma
+from . import launch, tma
 from .attention_config import TunedConfig, tune_bucket
+from .device_functions import head_program
 from .flash_attention_tma import TMA_AUTOTUNE_KEY, fwd_unfit_reason, seq_align_bucket, tma_target
 from .interpreter import interpreter_enabled
-from .kernel_variant import KernelVariant
+from .kernel_variant import KernelVariant, signature, tensordesc
+from .launch import DTYPE_NAMES, LOG2E
 from .online_softmax import key_range, query_range
 from .validate import device_guard
 
@@ -77,12 +79,8 @@ def _attn_bwd_dkdv_tma_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DTYPE: tl.constexpr,  # autotune key only: the autotuner sees no dtype on a descriptor
 ):
-    pid = tl.program_id(0)  # (batch * head, key block), key block minor
-    num_n = (TK + BLOCK_N - 1) // BLOCK_N
-    pid_n = pid % num_n
-    pid_bh = pid // num_n
-    b = pid_bh // H
-    h = pid_bh % H
+    # (batch * head, key block), key block minor
+    pid_n, pid_bh, b, h = head_program((TK + BLOCK_N - 1) // BLOCK_N, H, False)
     LSE += pid_bh.to(tl.int64) * TQ
     DELTA += pid_bh.to(tl.int64) * TQ
 
@@ -149,12 +147,8 @@ def _attn_bwd_dq_tma_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     DTYPE: tl.constexpr,  # autotune key only
 ):
-    pid = tl.program_id(0)  # (batch * head, row block), row block minor
-    num_m = (TQ + BLOCK_M - 1) // BLOCK_M
-    pid_m = pid % num_m
-    pid_bh = pid // num_m
-    b = pid_bh // H
-    h = pid_bh % H
+    # (batch * head, row block), row block minor
+    pid_m, pid_bh, b, h = head_program((TQ + BLOCK_M - 1) // BLOCK_M, H, False)
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -204,7 +198,6 @@ _TMA_DQ_CONFIGS: list[TunedConfig] = [
     _cfg(128, 128, 8, 2, _BOTH),  # sm_90a 220/193 | 188/97; sm_100a 161/225 | 151/113
 ]
 _TMA_INTERPRET = TunedConfig(64, 64, 4, 1)  # under the interpreter: one config (descriptor boxes >= 16 B)
-_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def _boxes(owned: str, streamed: str, owned_descs: tuple[str, ...], streamed_descs: tuple[str, ...]):
@@ -303,16 +296,16 @@ def attention_bwd_tma_launch(
     the interpreter."""
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
-    block_d = max(16, triton.next_power_of_2(D))
+    block_d = launch.block_d(D)
     config = _TMA_INTERPRET if interpreter_enabled() else None
     bm, bn = (config.block_m, config.block_n) if config is not None else (64, 64)  # the pre-hooks reset these
 
     def desc(t: torch.Tensor, rows: int):
         return tma.make_descriptor(t, [1, 1, rows, block_d])
 
-    tail = (lse, delta, H, Tq, Tk, sm_scale, sm_scale * 1.4426950408889634, tune_bucket(Tq), tune_bucket(Tk),
+    tail = (lse, delta, H, Tq, Tk, sm_scale, sm_scale * LOG2E, tune_bucket(Tq), tune_bucket(Tk),
             seq_align_bucket(Tq, Tk))
-    meta = {"CAUSAL": causal, "BLOCK_D": block_d, "DTYPE": _DTYPES[q.dtype]}
+    meta = {"CAUSAL": causal, "BLOCK_D": block_d, "DTYPE": DTYPE_NAMES[q.dtype]}
     with device_guard(q):
         if compute_dkdv:
             args = (desc(q, bm), desc(k, bn), desc(v, bn), desc(do, bm), desc(dk, bn), desc(dv, bn), *tail)
@@ -337,10 +330,10 @@ def _variant(kernel: str, cfg: TunedConfig, d: int, dtype: str, causal: bool, ar
         fn, owned, descs = _attn_bwd_dq_tma_kernel, ("q", "do", "dq"), ("q", "k", "v", "do", "dq")
     owned_rows = cfg.block_n if kernel == "dkdv_tma" else cfg.block_m
     streamed_rows = cfg.block_m if kernel == "dkdv_tma" else cfg.block_n
-    sig = {f"desc_{n}": f"tensordesc<{dtype}[1, 1, {owned_rows if n in owned else streamed_rows}, {d}]>"
-           for n in descs}
-    sig.update(LSE="*fp32", DELTA="*fp32", H="i32", TQ="i32", TK="i32", sm_scale="fp32", qk_scale="fp32",
-               TQ_BUCKET="i32", TK_BUCKET="i32", T_EVEN="i32")
+    sig = signature(*((f"desc_{n}", tensordesc(dtype, (1, 1, owned_rows if n in owned else streamed_rows, d)))
+                      for n in descs),
+                    ("LSE DELTA", "*fp32"), ("H TQ TK", "i32"), ("sm_scale qk_scale", "fp32"),
+                    ("TQ_BUCKET TK_BUCKET T_EVEN", "i32"))
     consts = dict(CAUSAL=causal, BLOCK_D=d, DTYPE=dtype, **cfg.kwargs())
     return KernelVariant(
         name=f"attention_bwd_{kernel}[D={d},BM={cfg.block_m},BN={cfg.block_n},w={cfg.num_warps},"

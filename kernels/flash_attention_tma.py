@@ -33,8 +33,10 @@ import triton.language as tl
 
 from . import tma
 from .attention_config import TunedConfig, tune_bucket
+from .device_functions import head_program
 from .interpreter import interpreter_enabled
-from .kernel_variant import KernelVariant
+from .kernel_variant import KernelVariant, signature, tensordesc
+from .launch import DTYPE_NAMES
 from .online_softmax import finish_rows, key_range, mask_scores, softmax_step
 from .validate import device_guard
 from .versions import triton_version
@@ -97,12 +99,8 @@ def _attn_fwd_tma_kernel(
     WARP_SPEC: tl.constexpr,
     DTYPE: tl.constexpr,  # autotune key only: the autotuner sees no dtype on a descriptor
 ):
-    pid = tl.program_id(0)  # (batch * head, query block), query block minor
-    num_m = (TQ + BLOCK_M - 1) // BLOCK_M
-    pid_m = pid % num_m
-    pid_bh = pid // num_m
-    b = pid_bh // H
-    h = pid_bh % H
+    # (batch * head, query block), query block minor
+    pid_m, pid_bh, b, h = head_program((TQ + BLOCK_M - 1) // BLOCK_M, H, False)
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -200,13 +198,13 @@ _attn_fwd_tma_tuned = triton.autotune(
     prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: _prune(configs, nargs, kw)},
 )(_attn_fwd_tma_kernel)
 
-_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+TMA_DTYPES = (torch.float16, torch.bfloat16)  # fp32's IEEE dots stay on the pointer path
 
 
 def fwd_unfit_reason(q: torch.Tensor, capability: tuple[int, int] | None, block_d: int, ragged: bool,
                      causal: bool, config: TunedConfig | None) -> str | None:
     """Why this launch cannot take the TMA path apart from the tensors' layout (None if it can)."""
-    if q.dtype not in _DTYPES:
+    if q.dtype not in TMA_DTYPES:
         return f"dtype {q.dtype} (fp16/bf16 only: fp32's IEEE dots run on the pointer path)"
     if not tma.descriptors_available():
         return f"Triton {'.'.join(map(str, triton_version()))} has no tensor descriptors (needs 3.4)"
@@ -263,7 +261,7 @@ def attention_fwd_tma_launch(
     bm, bn = (config.block_m, config.block_n) if config is not None else (128, 128)  # the pre-hook resets these
     descs = [tma.make_descriptor(t, [1, 1, rows, block_d]) for t, rows in ((q, bm), (k, bn), (v, bn), (out, bm))]
     args = (*descs, lse, H, Tq, Tk, qk_scale, tune_bucket(Tq), tune_bucket(Tk), seq_align_bucket(Tq, Tk))
-    meta = {"CAUSAL": causal, "BLOCK_D": block_d, "DTYPE": _DTYPES[q.dtype],
+    meta = {"CAUSAL": causal, "BLOCK_D": block_d, "DTYPE": DTYPE_NAMES[q.dtype],
             "WARP_SPEC": use_warp_specialize(tma.device_capability(q.device))}
     with device_guard(q):
         if config is None:
@@ -274,10 +272,9 @@ def attention_fwd_tma_launch(
 
 
 def _variant(cfg: TunedConfig, d: int, dtype: str, causal: bool, ws: bool, archs: tuple[int, ...]) -> KernelVariant:
-    sig = {f"desc_{n}": f"tensordesc<{dtype}[1, 1, {cfg.block_m if n in 'qo' else cfg.block_n}, {d}]>"
-           for n in "qkvo"}
-    sig.update(LSE="*fp32", H="i32", TQ="i32", TK="i32", qk_scale="fp32", TQ_BUCKET="i32", TK_BUCKET="i32",
-               T_EVEN="i32")
+    sig = signature(*((f"desc_{n}", tensordesc(dtype, (1, 1, cfg.block_m if n in "qo" else cfg.block_n, d)))
+                      for n in "qkvo"),
+                    ("LSE", "*fp32"), ("H TQ TK", "i32"), ("qk_scale", "fp32"), ("TQ_BUCKET TK_BUCKET T_EVEN", "i32"))
     consts = dict(CAUSAL=causal, BLOCK_D=d, WARP_SPEC=ws, DTYPE=dtype, **cfg.kwargs())
     return KernelVariant(
         name=f"attention_fwd_tma[D={d},BM={cfg.block_m},BN={cfg.block_n},w={cfg.num_warps},s={cfg.num_stages},"

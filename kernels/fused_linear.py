@@ -34,32 +34,26 @@ way (``choose_bwd_path``): TMA twins of the pointer kernels, or the pointer kern
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 
+from . import fused_linear_bwd as linear_bwd
 from . import fused_linear_tma, tma
+from .device_functions import gelu_tanh, gelu_tanh_grad, grouped_pid, load_k_slice
 from .fused_linear_bwd import (
-    BWD_CONFIGS,
     CONFIGS,
     INTERPRET_CONFIG,
-    SMEM_LIMIT,
-    _gelu_tanh,
-    _gelu_tanh_grad,
-    _grouped_pid,
-    _linear_bwd_dw_kernel,
-    _linear_bwd_dx_kernel,
     autotune_configs,
     fit_reduction_stride,
     fused_linear_bwd,
+    gemm_variants,
     m_bucket,
     make_prune,
-    smem_estimate,
 )
 from .interpreter import interpreter_enabled
 from .kernel_variant import KernelVariant, align_bucket
+from .launch import rows
 from .validate import check_same, check_tensor, device_guard
 
 __all__ = ["gelu_linear", "linear", "variants"]
@@ -80,7 +74,7 @@ def _fused_linear_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr,
 ):
-    pid_m, pid_n = _grouped_pid(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    pid_m, pid_n = grouped_pid(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
@@ -91,13 +85,9 @@ def _fused_linear_fwd_kernel(
     w_ptrs = W + offs_k[:, None] * stride_wk + rn[None, :] * stride_wn  # (BLOCK_K, BLOCK_N) = W^T
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_K)):
-        if EVEN_K:
-            a = tl.load(x_ptrs)
-            b = tl.load(w_ptrs)
-        else:
-            k_left = K - k * BLOCK_K
-            a = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-            b = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        k_left = K - k * BLOCK_K
+        a = load_k_slice(x_ptrs, offs_k, k_left, 1, EVEN_K)
+        b = load_k_slice(w_ptrs, offs_k, k_left, 0, EVEN_K)
         acc = tl.dot(a, b, acc=acc)
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
@@ -110,7 +100,7 @@ def _fused_linear_fwd_kernel(
     offs_y = offs_m[:, None] * stride_ym + offs_n[None, :] * stride_yn
     out = acc
     if GELU:
-        out, s, e = _gelu_tanh(acc)
+        out, s, e = gelu_tanh(acc)
     if HAS_RESIDUAL:
         r_ptrs = R + offs_m[:, None] * stride_rm + offs_n[None, :] * stride_rn
         out += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
@@ -118,7 +108,7 @@ def _fused_linear_fwd_kernel(
     if GELU:
         if STORE_GELU_GRAD:
             # After the Y store, to keep fewer (BLOCK_M, BLOCK_N) tiles live.
-            tl.store(G + offs_y, _gelu_tanh_grad(acc, s, e).to(G.dtype.element_ty), mask=mask)
+            tl.store(G + offs_y, gelu_tanh_grad(acc, s, e).to(G.dtype.element_ty), mask=mask)
 
 
 _FWD_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
@@ -184,12 +174,6 @@ def _fused_linear_fwd_launch(
     return y, g
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """(..., C) -> (M, C); a view whenever the leading dims allow it. M is explicit rather than -1,
-    which reshape cannot infer when C == 0."""
-    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
-
-
 # ----------------------------------------------------------------------------- custom ops
 # Opaque to torch.compile (register_fake gives shapes); triton_op/wrap_triton would let Inductor
 # see inside but fails under the interpreter, which is what CI runs.
@@ -200,8 +184,8 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     schema="(Tensor x, Tensor weight, Tensor? bias, Tensor? residual) -> Tensor",
 )
 def _linear_fwd_op(x, weight, bias, residual):
-    r2 = _rows(residual) if residual is not None else None
-    y, _ = _fused_linear_fwd_launch(_rows(x), weight, bias, r2, gelu=False, store_gelu_grad=False)
+    r2 = rows(residual) if residual is not None else None
+    y, _ = _fused_linear_fwd_launch(rows(x), weight, bias, r2, gelu=False, store_gelu_grad=False)
     return y.view(*x.shape[:-1], weight.shape[0])
 
 
@@ -215,7 +199,7 @@ def _(x, weight, bias, residual):
     schema="(Tensor x, Tensor weight, Tensor? bias, bool save_gelu_grad) -> (Tensor, Tensor)",
 )
 def _gelu_linear_fwd_op(x, weight, bias, save_gelu_grad):
-    y, g = _fused_linear_fwd_launch(_rows(x), weight, bias, None, gelu=True, store_gelu_grad=save_gelu_grad)
+    y, g = _fused_linear_fwd_launch(rows(x), weight, bias, None, gelu=True, store_gelu_grad=save_gelu_grad)
     out_shape = (*x.shape[:-1], weight.shape[0])
     # Custom ops cannot return None: an empty tensor stands for "not saved".
     return y.view(out_shape), (g.view(out_shape) if g is not None else x.new_empty((0,)))
@@ -231,7 +215,7 @@ _BWD_SCHEMA = "(Tensor dy, Tensor x, Tensor weight, {gate}bool need_dx, bool nee
 
 
 def _bwd(dy, x, weight, gate, need_dx, need_dw, need_db):
-    dy2, x2, g2 = _rows(dy), _rows(x), (_rows(gate) if gate is not None else None)
+    dy2, x2, g2 = rows(dy), rows(x), (rows(gate) if gate is not None else None)
     path = tma.check_path("FORCE_PATH", FORCE_PATH)
     if path is None:
         path = fused_linear_tma.choose_bwd_path(dy2, x2, weight, g2, capability=tma.device_capability(dy.device))
@@ -369,68 +353,15 @@ def linear(
 
 # ----------------------------------------------------------------------------- AOT variants
 
-_TL = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-
-
-def _archs(cfg, dtype: torch.dtype) -> tuple[int, ...]:
-    es = torch.empty((), dtype=dtype).element_size()
-    return tuple(cc for cc in (80, 89, 90, 100) if cfg.ships(cc, es) and smem_estimate(cfg, es) <= SMEM_LIMIT[cc])
-
 
 def variants() -> list[KernelVariant]:
     """Every shipped tile config x representative flags, for sm_80/sm_89/sm_90a/sm_100a compile checks,
     in the aligned form (what GPT-shaped tensors give) and, for the configs shipped for unaligned inputs,
-    the unaligned form too; and the TMA kernels' (``fused_linear_tma.variants``).
-
-    Unit strides are constexpr 1, as Triton's JIT specialises them at runtime.
-    """
-    out: list[KernelVariant] = []
-    # (kernel, names, pointer args, scalar args, unit strides, even flag, output pointers, flag sets)
-    specs = [
-        ("fwd", _fused_linear_fwd_kernel, _FWD_NAMES, "X W B R Y G",
-         "M N K M_BUCKET stride_xm stride_wn stride_rm stride_ym", ("stride_xk", "stride_wk", "stride_rn", "stride_yn"),
-         "EVEN_K", "Y G",
-         [dict(HAS_BIAS=True, HAS_RESIDUAL=False, GELU=True, STORE_GELU_GRAD=True),
-          dict(HAS_BIAS=True, HAS_RESIDUAL=True, GELU=False, STORE_GELU_GRAD=False)]),
-        ("dx", _linear_bwd_dx_kernel, ("BLOCK_M", "BLOCK_K", "BLOCK_N", "GROUP_M"), "DY G W DX",
-         "M N K M_BUCKET stride_dym stride_gm stride_wn stride_dxm", ("stride_dyn", "stride_gn", "stride_wk",
-                                                                  "stride_dxk"),
-         "EVEN_N", "DX", [dict(HAS_GATE=True), dict(HAS_GATE=False)]),
-        ("dw", _linear_bwd_dw_kernel, ("BLOCK_N", "BLOCK_K", "BLOCK_M", "GROUP_N"), "DY G X DW DB",
-         "M N K M_BUCKET stride_dym stride_gm stride_xm stride_dwn", ("stride_dyn", "stride_gn", "stride_xk",
-                                                                  "stride_dwk"),
-         "EVEN_M", "DW DB", [dict(HAS_GATE=True, HAS_BIAS=True), dict(HAS_GATE=False, HAS_BIAS=True)]),
-    ]
-    for tag, fn, names, ptrs, scalars, units, even, outputs, flag_sets in specs:
-        for ci, cfg in enumerate(CONFIGS):
-            if tag != "fwd" and cfg not in BWD_CONFIGS:
-                continue
-            for dtype in (torch.float16, torch.bfloat16, torch.float32):
-                archs = _archs(cfg, dtype)
-                # fp16 for every flag set; bf16 (different converts) and fp32 (TF32, 2x smem) on the first.
-                for fi, flags in enumerate(flag_sets if dtype == torch.float16 else flag_sets[:1]):
-                    if archs:
-                        out.append(_variant(tag, fn, names, ptrs, scalars, units, even, outputs, cfg, ci,
-                                            _TL[dtype], fi, flags, cfg.form == "aligned", archs))
-    return out + fused_linear_tma.variants()
-
-
-def _variant(tag, fn, names, ptrs, scalars, units, even, outputs, cfg, ci, dtype, fi, flags, aligned, archs):
-    sig = {p: f"*{dtype}" for p in ptrs.split()}
-    sig.update({s: "i32" for s in scalars.split()}, ALIGN="i32")
-    consts = {u: 1 for u in units}
-    consts.update(dict(zip(names, cfg[:4], strict=True)))
-    consts.update(flags)
-    consts[even] = False  # the masked (slower-to-compile, more registers) path
-    # What the launcher marks divisible by 16: aligned (GPT-2's shapes) every pointer, size and stride
-    # (ALIGN is never specialised); unaligned only the fresh outputs.
-    divisible = tuple(k for k in sig if k != "ALIGN") if aligned else tuple(outputs.split())
-    fl = ",".join(k for k, v in flags.items() if v)
-    return KernelVariant(
-        name=f"fused_linear_{tag}[{cfg.b0}x{cfg.b1}x{cfg.br},w{cfg.num_warps},s{cfg.num_stages},"
-             f"{dtype},{fl}{'' if aligned else ',unaligned'}]",
-        fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages, archs=archs, expect_mma=True,
-        tags={"kernel": tag, "config": ci, "dtype": dtype, "flags": fi, "aligned": aligned,
-              "divisible_by_16": divisible},
-    )
+    the unaligned form too (``fused_linear_bwd.gemm_variants``): the forward's here, then the backward's
+    (``fused_linear_bwd.variants``) and the TMA kernels' (``fused_linear_tma.variants``)."""
+    fwd = gemm_variants("fwd", _fused_linear_fwd_kernel, _FWD_NAMES, "X W B R Y G",
+                        "M N K M_BUCKET stride_xm stride_wn stride_rm stride_ym",
+                        ("stride_xk", "stride_wk", "stride_rn", "stride_yn"), "EVEN_K", "Y G",
+                        [dict(HAS_BIAS=True, HAS_RESIDUAL=False, GELU=True, STORE_GELU_GRAD=True),
+                         dict(HAS_BIAS=True, HAS_RESIDUAL=True, GELU=False, STORE_GELU_GRAD=False)], CONFIGS)
+    return fwd + linear_bwd.variants() + fused_linear_tma.variants()

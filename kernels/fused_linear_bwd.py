@@ -1,4 +1,4 @@
-"""Backward GEMMs of the fused linear layers, and the tile configs and jit helpers shared with the forwards.
+"""Backward GEMMs of the fused linear layers, and the tile configs and variant builder shared with the forwards.
 
 Algorithm. For ``y = act(x @ W^T + b) (+ r)`` with x (M, K), W (N, K):
 
@@ -31,8 +31,11 @@ import torch
 import triton
 import triton.language as tl
 
+from . import launch
+from .device_functions import grouped_pid, load_k_slice
 from .interpreter import interpreter_enabled
-from .kernel_variant import align_bucket
+from .kernel_variant import KernelVariant, align_bucket, signature
+from .launch import DTYPE_NAMES, SMEM_LIMIT
 from .validate import device_guard
 
 CHECKED_ARCHS = (80, 90, 100)  # targets whose config lists were compiled per entry (TileConfig.archs)
@@ -123,9 +126,6 @@ def fit_reduction_stride(name: str, t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.contiguous()
 
 
-SMEM_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448}
-
-
 def smem_estimate(cfg: TileConfig, elem_bytes: int) -> int:
     """Pipelined operand buffers, worst kernel (gated backward: two B0 x BR tiles and one B1 x BR)."""
     return cfg.num_stages * (2 * cfg.b0 + cfg.b1) * cfg.br * elem_bytes
@@ -137,23 +137,12 @@ def _fits(cfg: TileConfig, cc: int, smem_limit: int, elem_bytes: int) -> bool:
     return smem_estimate(cfg, elem_bytes) <= smem_limit
 
 
-def _device_limits(device: torch.device) -> tuple[int, int]:
-    major, minor = torch.cuda.get_device_capability(device)
-    cc = major * 10 + minor
-    try:
-        idx = device.index if device.index is not None else torch.cuda.current_device()
-        smem = int(triton.runtime.driver.active.utils.get_device_properties(idx)["max_shared_mem"])
-    except Exception:  # older/newer driver API: fall back to the table, then the smallest part
-        smem = SMEM_LIMIT.get(cc, 101376)
-    return cc, smem
-
-
 def make_prune(first_ptr: str) -> Callable[..., list[Any]]:
     """early_config_prune for triton.autotune: keep configs that fit this device and dtype."""
 
     def prune(configs: list[Any], named_args: dict[str, Any], **kwargs: Any) -> list[Any]:
         t = named_args[first_ptr]
-        cc, smem = _device_limits(t.device)
+        cc, smem = launch.device_limits(t.device)
         form = "aligned" if named_args.get("ALIGN", 1) else "unaligned"
         kept = [c for c in configs if _fits(c.tile, cc, smem, t.element_size()) and c.tile.form == form]
         # Never leave the autotuner empty: the smallest tile fits everything.
@@ -178,38 +167,6 @@ def m_bucket(m: int) -> int:
     return triton.next_power_of_2(max(m, 1))
 
 
-@triton.jit
-def _grouped_pid(pid, num_pid_0, num_pid_1, GROUP: tl.constexpr):
-    # Walk GROUP rows of output tiles column by column so neighbouring programs share operand
-    # tiles in L2 (Triton matmul tutorial's "grouped ordering").
-    num_pid_in_group = GROUP * num_pid_1
-    group_id = pid // num_pid_in_group
-    first_pid_0 = group_id * GROUP
-    group_size = tl.minimum(num_pid_0 - first_pid_0, GROUP)
-    pid_0 = first_pid_0 + ((pid % num_pid_in_group) % group_size)
-    pid_1 = (pid % num_pid_in_group) // group_size
-    return pid_0, pid_1
-
-
-@triton.jit
-def _gelu_tanh(z):
-    # gelu_tanh(z) = z * sigmoid(2u), u = sqrt(2/pi) (z + 0.044715 z^3); sigmoid avoids the
-    # cancellation in 0.5 (1 + tanh u) for negative z. z^2 is clamped so huge |z| cannot overflow;
-    # the exp argument is capped at 80 so e * s * s in the derivative stays finite (s ~ 1e-35).
-    # Returns (gelu(z), s, e) with s = sigmoid(2u), e = exp(-2u): the derivative reuses both.
-    u = 0.7978845608028654 * z * (1.0 + 0.044715 * tl.minimum(z * z, 1.0e4))
-    e = tl.exp(tl.minimum(-2.0 * u, 80.0))
-    s = 1.0 / (1.0 + e)
-    return z * s, s, e
-
-
-@triton.jit
-def _gelu_tanh_grad(z, s, e):
-    # gelu'(z) = s + 2 z s (1 - s) du/dz, with s (1 - s) = e s^2: no cancellation at large z.
-    du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * tl.minimum(z * z, 1.0e4))
-    return s + 2.0 * z * (e * s * s) * du
-
-
 @triton.jit(do_not_specialize=["ALIGN"])
 def _linear_bwd_dx_kernel(
     DY,  # (M, N) upstream gradient
@@ -223,7 +180,7 @@ def _linear_bwd_dx_kernel(
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_N: tl.constexpr,
 ):
-    pid_m, pid_k = _grouped_pid(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_K), GROUP_M)
+    pid_m, pid_k = grouped_pid(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_K), GROUP_M)
     offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = pid_k.to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_n = tl.arange(0, BLOCK_N)
@@ -235,19 +192,12 @@ def _linear_bwd_dx_kernel(
     w_ptrs = W + offs_n[:, None] * stride_wn + rk[None, :] * stride_wk  # (BLOCK_N, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
     for n in range(0, tl.cdiv(N, BLOCK_N)):
-        if EVEN_N:
-            dz = tl.load(dy_ptrs)
-            w = tl.load(w_ptrs)
-            if HAS_GATE:
-                g = tl.load(g_ptrs)
-        else:
-            n_left = N - n * BLOCK_N
-            dz = tl.load(dy_ptrs, mask=offs_n[None, :] < n_left, other=0.0)
-            w = tl.load(w_ptrs, mask=offs_n[:, None] < n_left, other=0.0)
-            if HAS_GATE:
-                g = tl.load(g_ptrs, mask=offs_n[None, :] < n_left, other=0.0)
+        n_left = N - n * BLOCK_N
+        dz = load_k_slice(dy_ptrs, offs_n, n_left, 1, EVEN_N)
+        w = load_k_slice(w_ptrs, offs_n, n_left, 0, EVEN_N)
         if HAS_GATE:
             # dz = dy * gelu'(z) in fp32, rounded once to the storage dtype for the tensor cores.
+            g = load_k_slice(g_ptrs, offs_n, n_left, 1, EVEN_N)
             dz = (dz.to(tl.float32) * g.to(tl.float32)).to(DY.dtype.element_ty)
         acc = tl.dot(dz, w, acc=acc)
         dy_ptrs += BLOCK_N * stride_dyn
@@ -272,7 +222,7 @@ def _linear_bwd_dw_kernel(
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_M: tl.constexpr, GROUP_N: tl.constexpr,
     EVEN_M: tl.constexpr,
 ):
-    pid_n, pid_k = _grouped_pid(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.cdiv(K, BLOCK_K), GROUP_N)
+    pid_n, pid_k = grouped_pid(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.cdiv(K, BLOCK_K), GROUP_N)
     offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = pid_k.to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_m = tl.arange(0, BLOCK_M)
@@ -284,18 +234,11 @@ def _linear_bwd_dw_kernel(
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     db = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for m in range(0, tl.cdiv(M, BLOCK_M)):
-        if EVEN_M:
-            dzt = tl.load(dyt_ptrs)
-            x = tl.load(x_ptrs)
-            if HAS_GATE:
-                gt = tl.load(gt_ptrs)
-        else:
-            m_left = M - m * BLOCK_M
-            dzt = tl.load(dyt_ptrs, mask=offs_m[None, :] < m_left, other=0.0)
-            x = tl.load(x_ptrs, mask=offs_m[:, None] < m_left, other=0.0)
-            if HAS_GATE:
-                gt = tl.load(gt_ptrs, mask=offs_m[None, :] < m_left, other=0.0)
+        m_left = M - m * BLOCK_M
+        dzt = load_k_slice(dyt_ptrs, offs_m, m_left, 1, EVEN_M)
+        x = load_k_slice(x_ptrs, offs_m, m_left, 0, EVEN_M)
         if HAS_GATE:
+            gt = load_k_slice(gt_ptrs, offs_m, m_left, 1, EVEN_M)
             dzt32 = dzt.to(tl.float32) * gt.to(tl.float32)
             dzt = dzt32.to(DY.dtype.element_ty)
         else:
@@ -315,16 +258,18 @@ def _linear_bwd_dw_kernel(
             tl.store(DB + offs_n, db.to(DB.dtype.element_ty), mask=offs_n < N)
 
 
-_DX_NAMES = ("BLOCK_M", "BLOCK_K", "BLOCK_N", "GROUP_M")
-_DW_NAMES = ("BLOCK_N", "BLOCK_K", "BLOCK_M", "GROUP_N")
+# Block-size names of a TileConfig's (out0, out1, reduction, group) in the dx and dW kernels (their TMA
+# twins in fused_linear_tma take the same).
+DX_NAMES = ("BLOCK_M", "BLOCK_K", "BLOCK_N", "GROUP_M")
+DW_NAMES = ("BLOCK_N", "BLOCK_K", "BLOCK_M", "GROUP_N")
 _AUTOTUNE_KEY = ["M_BUCKET", "ALIGN", "N", "K", "HAS_GATE"]
 
 _dx_tuned = triton.autotune(
-    configs=autotune_configs(_DX_NAMES, BWD_CONFIGS), key=_AUTOTUNE_KEY,
+    configs=autotune_configs(DX_NAMES, BWD_CONFIGS), key=_AUTOTUNE_KEY,
     prune_configs_by={"early_config_prune": make_prune("DY")},
 )(triton.heuristics({"EVEN_N": lambda a: a["N"] % a["BLOCK_N"] == 0})(_linear_bwd_dx_kernel))
 _dw_tuned = triton.autotune(
-    configs=autotune_configs(_DW_NAMES, BWD_CONFIGS), key=[*_AUTOTUNE_KEY, "HAS_BIAS"],
+    configs=autotune_configs(DW_NAMES, BWD_CONFIGS), key=[*_AUTOTUNE_KEY, "HAS_BIAS"],
     prune_configs_by={"early_config_prune": make_prune("DY")},
 )(triton.heuristics({"EVEN_M": lambda a: a["M"] % a["BLOCK_M"] == 0})(_linear_bwd_dw_kernel))
 
@@ -372,7 +317,7 @@ def fused_linear_bwd(
                     g.stride(1), weight.stride(0), weight.stride(1), dx.stride(0), dx.stride(1))
             with device_guard(dy):
                 if interp:
-                    blocks = _interp_blocks(_DX_NAMES)
+                    blocks = _interp_blocks(DX_NAMES)
                     grid = (triton.cdiv(M, blocks["BLOCK_M"]) * triton.cdiv(K, blocks["BLOCK_K"]),)
                     _linear_bwd_dx_kernel[grid](*args, HAS_GATE=has_gate, EVEN_N=N % blocks["BLOCK_N"] == 0,
                                                 **blocks, num_warps=4, num_stages=1)
@@ -388,7 +333,7 @@ def fused_linear_bwd(
                     g.stride(1), x.stride(0), x.stride(1), dw.stride(0), dw.stride(1))
             with device_guard(dy):
                 if interp:
-                    blocks = _interp_blocks(_DW_NAMES)
+                    blocks = _interp_blocks(DW_NAMES)
                     grid = (triton.cdiv(N, blocks["BLOCK_N"]) * triton.cdiv(K, blocks["BLOCK_K"]),)
                     _linear_bwd_dw_kernel[grid](*args, HAS_GATE=has_gate, HAS_BIAS=need_db,
                                                 EVEN_M=M % blocks["BLOCK_M"] == 0, **blocks, num_warps=4,
@@ -401,3 +346,68 @@ def fused_linear_bwd(
         if not need_dw:
             dw = None
     return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- AOT variants
+
+
+def shipped_archs(cfg: TileConfig, dtype: torch.dtype) -> tuple[int, ...]:
+    """The targets (sm_80, sm_89, sm_90a, sm_100a) a tile ships for with this dtype: listed there and within
+    the part's shared memory."""
+    es = torch.empty((), dtype=dtype).element_size()
+    return tuple(cc for cc in (80, 89, 90, 100) if cfg.ships(cc, es) and smem_estimate(cfg, es) <= SMEM_LIMIT[cc])
+
+
+def gemm_variants(tag: str, fn: Any, names: tuple[str, ...], ptrs: str, scalars: str, units: tuple[str, ...],
+                  even: str, outputs: str, flag_sets: list[dict], configs: tuple[TileConfig, ...]) -> list[KernelVariant]:
+    """The variants of one pointer GEMM kernel (the forward's, dx's or dW's): every tile of ``configs`` x
+    fp16 with each flag set, bf16 (different converts) and fp32 (TF32, 2x shared memory) with the first, in
+    the form the tile ships for. ``names``: the kernel's block names; ``ptrs``, ``scalars``: its pointer and
+    i32 arguments; ``units``: the unit strides (constexpr 1, as Triton's JIT specialises them at runtime);
+    ``even``: its EVEN_* flag; ``outputs``: the fresh output pointers."""
+    out: list[KernelVariant] = []
+    for ci, cfg in enumerate(CONFIGS):
+        if cfg not in configs:
+            continue
+        for dtype in (torch.float16, torch.bfloat16, torch.float32):
+            archs = shipped_archs(cfg, dtype)
+            for fi, flags in enumerate(flag_sets if dtype == torch.float16 else flag_sets[:1]):
+                if archs:
+                    out.append(_variant(tag, fn, names, ptrs, scalars, units, even, outputs, cfg, ci,
+                                        DTYPE_NAMES[dtype], fi, flags, cfg.form == "aligned", archs))
+    return out
+
+
+def _variant(tag, fn, names, ptrs, scalars, units, even, outputs, cfg, ci, dtype, fi, flags, aligned, archs):
+    sig = signature((ptrs, f"*{dtype}"), (scalars, "i32"), ("ALIGN", "i32"))
+    consts = {u: 1 for u in units}
+    consts.update(dict(zip(names, cfg[:4], strict=True)))
+    consts.update(flags)
+    consts[even] = False  # the masked (slower-to-compile, more registers) path
+    # What the launcher marks divisible by 16: aligned (GPT-2's shapes) every pointer, size and stride
+    # (ALIGN is never specialised); unaligned only the fresh outputs.
+    divisible = tuple(k for k in sig if k != "ALIGN") if aligned else tuple(outputs.split())
+    fl = ",".join(k for k, v in flags.items() if v)
+    return KernelVariant(
+        name=f"fused_linear_{tag}[{cfg.b0}x{cfg.b1}x{cfg.br},w{cfg.num_warps},s{cfg.num_stages},"
+             f"{dtype},{fl}{'' if aligned else ',unaligned'}]",
+        fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages, archs=archs, expect_mma=True,
+        tags={"kernel": tag, "config": ci, "dtype": dtype, "flags": fi, "aligned": aligned,
+              "divisible_by_16": divisible},
+    )
+
+
+def variants() -> list[KernelVariant]:
+    """The dx and dW kernels' variants (``gemm_variants``) over the backward's tiles, with and without the
+    gate (dW with the bias), for sm_80/sm_89/sm_90a/sm_100a compile checks."""
+    return (
+        gemm_variants("dx", _linear_bwd_dx_kernel, DX_NAMES, "DY G W DX",
+                      "M N K M_BUCKET stride_dym stride_gm stride_wn stride_dxm",
+                      ("stride_dyn", "stride_gn", "stride_wk", "stride_dxk"), "EVEN_N", "DX",
+                      [dict(HAS_GATE=True), dict(HAS_GATE=False)], BWD_CONFIGS)
+        + gemm_variants("dw", _linear_bwd_dw_kernel, DW_NAMES, "DY G X DW DB",
+                        "M N K M_BUCKET stride_dym stride_gm stride_xm stride_dwn",
+                        ("stride_dyn", "stride_gn", "stride_xk", "stride_dwk"), "EVEN_M", "DW DB",
+                        [dict(HAS_GATE=True, HAS_BIAS=True), dict(HAS_GATE=False, HAS_BIAS=True)], BWD_CONFIGS)
+    )

@@ -30,26 +30,15 @@ they run fp32 too. Tile configs are autotuned per (M bucket, N, K, flags).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from . import tma
-from .fused_linear_bwd import (
-    _DW_NAMES,
-    _DX_NAMES,
-    TileConfig,
-    _device_limits,
-    _gelu_tanh,
-    _gelu_tanh_grad,
-    _grouped_pid,
-    fused_linear_bwd,
-    m_bucket,
-)
+from . import launch, tma
+from .device_functions import gelu_tanh, gelu_tanh_grad, grouped_pid
+from .fused_linear_bwd import DW_NAMES, DX_NAMES, TileConfig, fused_linear_bwd, m_bucket
 from .interpreter import interpreter_enabled
-from .kernel_variant import TMA_TARGETS, KernelVariant
+from .kernel_variant import TMA_TARGETS, KernelVariant, signature, tensordesc
 from .validate import device_guard
 from .versions import triton_version
 
@@ -102,13 +91,13 @@ def _epilogue_part(
         acc += tl.load(B + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
     out = acc
     if GELU:
-        out, s, e = _gelu_tanh(acc)
+        out, s, e = gelu_tanh(acc)
     if HAS_RESIDUAL:
         out += R_desc.load([off_m, off_n]).to(tl.float32)
     Y_desc.store([off_m, off_n], out.to(Y_desc.dtype))
     if GELU:
         if STORE_GELU_GRAD:
-            G_desc.store([off_m, off_n], _gelu_tanh_grad(acc, s, e).to(G_desc.dtype))
+            G_desc.store([off_m, off_n], gelu_tanh_grad(acc, s, e).to(G_desc.dtype))
 
 
 @triton.jit
@@ -134,7 +123,7 @@ def _fused_linear_tma_kernel(
     epi_tile = tl.program_id(0) - NUM_SMS
     for tile in tl.range(tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS, flatten=FLATTEN,
                          warp_specialize=WARP_SPECIALIZE):
-        pid_m, pid_n = _grouped_pid(tile, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n = grouped_pid(tile, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -144,7 +133,7 @@ def _fused_linear_tma_kernel(
             acc = tl.dot(a, w.T, acc=acc)
 
         epi_tile += NUM_SMS
-        pid_m, pid_n = _grouped_pid(epi_tile, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n = grouped_pid(epi_tile, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         if EPILOGUE_SUBTILE:
@@ -172,7 +161,7 @@ def _linear_bwd_dx_tma_kernel(
 ):
     # dx = (dy * g) @ W, the pointer kernel's (fused_linear_bwd) GEMM with TMA boxes: zero padding
     # past N makes the ragged last step exact, the store is clipped at M and K.
-    pid_m, pid_k = _grouped_pid(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_K), GROUP_M)
+    pid_m, pid_k = grouped_pid(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(K, BLOCK_K), GROUP_M)
     off_m = pid_m * BLOCK_M
     off_k = pid_k * BLOCK_K
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
@@ -198,7 +187,7 @@ def _linear_bwd_dw_tma_kernel(
 ):
     # dW = (dy * g)^T @ x and db = sum_m (dy * g), as the pointer kernel: db comes from the dz tiles
     # the first K tile's programs already hold (zero padding past M adds nothing).
-    pid_n, pid_k = _grouped_pid(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.cdiv(K, BLOCK_K), GROUP_N)
+    pid_n, pid_k = grouped_pid(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.cdiv(K, BLOCK_K), GROUP_N)
     off_n = pid_n * BLOCK_N
     off_k = pid_k * BLOCK_K
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -276,23 +265,16 @@ def loop_options(capability: tuple[int, int] | None, version: tuple[int, int] | 
     return {"FLATTEN": not ws, "WARP_SPECIALIZE": ws}
 
 
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def num_sms(device: torch.device) -> int:
     """Programs of the persistent grid: the device's SM count; a few under the interpreter, so that
     each program walks several tiles as on a GPU."""
-    if device.type != "cuda":
-        return INTERPRET_NUM_SMS
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return launch.sm_count(device, INTERPRET_NUM_SMS)
 
 
 def _prune_by(first_desc: str):
     def prune(configs: list, named_args: dict, **kwargs) -> list:
         t = named_args[first_desc].base  # a descriptor's tensor: the launch device and dtype
-        cc, smem = _device_limits(t.device)
+        cc, smem = launch.device_limits(t.device)
         arch = target_arch((cc // 10, cc % 10))
         es = t.element_size()
         kept = [c for c in configs if arch in c.tile.archs and smem_lower_bound(c.tile, es) <= smem]
@@ -317,8 +299,8 @@ def _tuned(kernel, names: tuple[str, ...], boxes: dict, key: list[str], **extra)
 _fwd_tuned = _tuned(_fused_linear_tma_kernel, FWD_NAMES, FWD_BOXES,
                     ["M_BUCKET", "N", "K", "HAS_BIAS", "HAS_RESIDUAL", "GELU", "STORE_GELU_GRAD"],
                     EPILOGUE_SUBTILE=True)
-_dx_tuned = _tuned(_linear_bwd_dx_tma_kernel, _DX_NAMES, DX_BOXES, ["M_BUCKET", "N", "K", "HAS_GATE"])
-_dw_tuned = _tuned(_linear_bwd_dw_tma_kernel, _DW_NAMES, DW_BOXES, ["M_BUCKET", "N", "K", "HAS_GATE", "HAS_BIAS"])
+_dx_tuned = _tuned(_linear_bwd_dx_tma_kernel, DX_NAMES, DX_BOXES, ["M_BUCKET", "N", "K", "HAS_GATE"])
+_dw_tuned = _tuned(_linear_bwd_dw_tma_kernel, DW_NAMES, DW_BOXES, ["M_BUCKET", "N", "K", "HAS_GATE", "HAS_BIAS"])
 
 
 def _descriptors(boxes: dict[str, tuple[str, str]], dims: dict[str, int], **tensors: torch.Tensor | None):
@@ -375,7 +357,7 @@ def choose_bwd_path(
     contiguous, so their K-long rows must be 16-byte multiples too."""
     if not _tma_candidate(dy.shape[0], dy.dtype, capability) or (x.shape[1] * x.element_size()) % 16:
         return tma.POINTER
-    dims = block_dims(_DX_NAMES, TMA_CONFIGS[0])
+    dims = block_dims(DX_NAMES, TMA_CONFIGS[0])
     pairs = [(t, [dims[d] for d in DX_BOXES[n]]) for n, t in
              (("DY_desc", dy), ("G_desc", gate), ("W_desc", weight)) if t is not None]
     pairs.append((x, [dims[d] for d in DW_BOXES["X_desc"]]))
@@ -452,31 +434,30 @@ def fused_linear_bwd_tma(
     with device_guard(dy):
         if need_dx:
             dx = torch.empty((M, K), dtype=x.dtype, device=x.device)
-            dims = block_dims(_DX_NAMES, INTERPRET_TMA_CONFIG if interp else TMA_CONFIGS[0])
+            dims = block_dims(DX_NAMES, INTERPRET_TMA_CONFIG if interp else TMA_CONFIGS[0])
             descs = _descriptors(DX_BOXES, dims, DY_desc=dy, G_desc=gate, W_desc=weight, DX_desc=dx)
-            _launch(_linear_bwd_dx_tma_kernel, _dx_tuned, _DX_NAMES, ("BLOCK_M", "BLOCK_K"), sizes,
+            _launch(_linear_bwd_dx_tma_kernel, _dx_tuned, DX_NAMES, ("BLOCK_M", "BLOCK_K"), sizes,
                     (*descs, M, N, K, m_bucket(M)), **flags)
         if need_dw or need_db:
             dw = torch.empty((N, K), dtype=weight.dtype, device=weight.device)
             db = torch.empty((N,), dtype=weight.dtype, device=weight.device) if need_db else dw
-            dims = block_dims(_DW_NAMES, INTERPRET_TMA_CONFIG if interp else TMA_CONFIGS[0])
+            dims = block_dims(DW_NAMES, INTERPRET_TMA_CONFIG if interp else TMA_CONFIGS[0])
             dyd, gd, xd, dwd = _descriptors(DW_BOXES, dims, DY_desc=dy, G_desc=gate, X_desc=x, DW_desc=dw)
-            _launch(_linear_bwd_dw_tma_kernel, _dw_tuned, _DW_NAMES, ("BLOCK_N", "BLOCK_K"), sizes,
+            _launch(_linear_bwd_dw_tma_kernel, _dw_tuned, DW_NAMES, ("BLOCK_N", "BLOCK_K"), sizes,
                     (dyd, gd, xd, dwd, db, M, N, K, m_bucket(M)), **flags, HAS_BIAS=need_db)
     return dx, dw if need_dw else None, db if need_db else None
 
 
 # ----------------------------------------------------------------------------- AOT variants
 
-_TL = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 # The flag sets the public ops launch: gelu_linear while training, linear with bias + residual.
 FLAG_SETS = (dict(HAS_BIAS=True, HAS_RESIDUAL=False, GELU=True, STORE_GELU_GRAD=True),
              dict(HAS_BIAS=True, HAS_RESIDUAL=True, GELU=False, STORE_GELU_GRAD=False))
 # (tag, kernel, block names, boxes, pointer args, flag sets): the backward's as fused_linear.variants().
 _SPECS = (
     ("fwd_tma", _fused_linear_tma_kernel, FWD_NAMES, FWD_BOXES, ("B",), FLAG_SETS),
-    ("dx_tma", _linear_bwd_dx_tma_kernel, _DX_NAMES, DX_BOXES, (), (dict(HAS_GATE=True), dict(HAS_GATE=False))),
-    ("dw_tma", _linear_bwd_dw_tma_kernel, _DW_NAMES, DW_BOXES, ("DB",),
+    ("dx_tma", _linear_bwd_dx_tma_kernel, DX_NAMES, DX_BOXES, (), (dict(HAS_GATE=True), dict(HAS_GATE=False))),
+    ("dw_tma", _linear_bwd_dw_tma_kernel, DW_NAMES, DW_BOXES, ("DB",),
      (dict(HAS_GATE=True, HAS_BIAS=True), dict(HAS_GATE=False, HAS_BIAS=True))),
 )
 
@@ -485,10 +466,8 @@ def variant_signature(boxes: dict, dims: dict[str, int], pointers: tuple[str, ..
                       persistent: bool) -> dict[str, str]:
     """Compile signature: a descriptor is typed by element and box (``tensordesc<fp16[128, 64]>``,
     what Triton's launcher derives from a host TensorDescriptor); the rest as runtime values."""
-    sig = {n: f"tensordesc<{dtype}[{dims[a]}, {dims[b]}]>" for n, (a, b) in boxes.items()}
-    sig.update({p: f"*{dtype}" for p in pointers})
-    sig.update({s: "i32" for s in ("M", "N", "K", "M_BUCKET", *(("NUM_SMS",) if persistent else ()))})
-    return sig
+    return signature(*((n, tensordesc(dtype, (dims[a], dims[b]))) for n, (a, b) in boxes.items()),
+                     (pointers, f"*{dtype}"), (("M", "N", "K", "M_BUCKET", *(("NUM_SMS",) if persistent else ())), "i32"))
 
 
 def variants() -> list[KernelVariant]:

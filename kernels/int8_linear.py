@@ -29,10 +29,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .fused_linear import _rows
-from .fused_linear_bwd import SMEM_LIMIT, _device_limits, _grouped_pid, fit_reduction_stride, m_bucket
+from . import launch
+from .device_functions import grouped_pid, load_k_slice
+from .fused_linear_bwd import fit_reduction_stride, m_bucket
 from .interpreter import interpreter_enabled
-from .kernel_variant import KernelVariant, align_bucket
+from .kernel_variant import KernelVariant, align_bucket, signature
+from .launch import DTYPE_NAMES, SMEM_LIMIT, rows
 from .validate import FLOAT_DTYPES, check_same, check_tensor, device_guard
 
 __all__ = ["int8_linear", "variants"]
@@ -52,7 +54,7 @@ def _int8_linear_kernel(
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_N: tl.constexpr,
     EVEN_K: tl.constexpr,
 ):
-    pid_n, pid_m = _grouped_pid(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.cdiv(M, BLOCK_M), GROUP_N)
+    pid_n, pid_m = grouped_pid(tl.program_id(0), tl.cdiv(N, BLOCK_N), tl.cdiv(M, BLOCK_M), GROUP_N)
     offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
@@ -63,13 +65,9 @@ def _int8_linear_kernel(
     x_ptrs = X + offs_k[:, None] * stride_xk + rm[None, :] * stride_xm  # (BLOCK_K, BLOCK_M) = x^T
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_K)):
-        if EVEN_K:
-            w = tl.load(w_ptrs)
-            xt = tl.load(x_ptrs)
-        else:
-            k_left = K - k * BLOCK_K
-            w = tl.load(w_ptrs, mask=offs_k[None, :] < k_left, other=0)
-            xt = tl.load(x_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        k_left = K - k * BLOCK_K
+        w = load_k_slice(w_ptrs, offs_k, k_left, 1, EVEN_K)
+        xt = load_k_slice(x_ptrs, offs_k, k_left, 0, EVEN_K)
         # int8 -> x's dtype in registers: exact, and the memory traffic stays one byte per weight.
         if X.dtype.element_ty == tl.bfloat16:
             # Through fp32 (exact for int8): Triton 3.9's interpreter casts int8 -> bf16 by reinterpreting
@@ -140,9 +138,9 @@ def _bucket_fits(cfg: Int8Tile, bucket: int) -> bool:
 
 def _prune(configs: list, named_args: dict, **kwargs) -> list:
     x = named_args["X"]
-    cc, smem = _device_limits(x.device)
+    cc, smem = launch.device_limits(x.device)
     form = "aligned" if named_args.get("ALIGN", 1) else "unaligned"
-    es, dt = x.element_size(), _TL[x.dtype]
+    es, dt = x.element_size(), DTYPE_NAMES[x.dtype]
     kept = [c for c in configs if c.tile.form == form and _bucket_fits(c.tile, named_args["M_BUCKET"])
             and c.tile.ships(cc, dt) and smem_estimate(c.tile, es) <= smem]
     # Never leave the autotuner empty: the smallest tile fits everything.
@@ -169,10 +167,6 @@ _tuned = triton.autotune(
 )(triton.heuristics({"EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0})(_int8_linear_kernel))
 
 
-def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.empty(shape, dtype=dtype, device=device)  # tests poison it, so unwritten elements show
-
-
 def _launch(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
             ) -> torch.Tensor:
     """Host launcher on 2-D x (M, K); returns y (M, N)."""
@@ -181,7 +175,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: to
     # The GEMM steps along K with 32-bit in-tile offsets (rows and output channels are int64).
     x = fit_reduction_stride("x", x, 1)
     weight = fit_reduction_stride("weight_int8", weight, 1)
-    y = _alloc((M, N), x.dtype, x.device)
+    y = launch.alloc((M, N), x.dtype, x.device)
     if M == 0 or N == 0:
         return y
     b = bias if bias is not None else scale  # dummy pointer when there is no bias: never dereferenced
@@ -209,7 +203,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: to
     schema="(Tensor x, Tensor weight, Tensor scale, Tensor? bias) -> Tensor",
 )
 def _int8_linear_op(x, weight, scale, bias):
-    y = _launch(_rows(x), weight, scale, bias)
+    y = _launch(rows(x), weight, scale, bias)
     return y.view(*x.shape[:-1], weight.shape[0])
 
 
@@ -285,7 +279,6 @@ def int8_linear(x: torch.Tensor, weight_int8: torch.Tensor, scale: torch.Tensor,
 
 # ----------------------------------------------------------------------------- AOT variants
 
-_TL = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 _ARCHS = (80, 89, 90)
 
 
@@ -297,13 +290,12 @@ def variants() -> list[KernelVariant]:
     for ci, cfg in enumerate(CONFIGS):
         aligned = cfg.form == "aligned"
         for dtype in FLOAT_DTYPES:
-            es, dt = torch.empty((), dtype=dtype).element_size(), _TL[dtype]
+            es, dt = torch.empty((), dtype=dtype).element_size(), DTYPE_NAMES[dtype]
             archs = tuple(cc for cc in _ARCHS if smem_estimate(cfg, es) <= SMEM_LIMIT[cc] and cfg.ships(cc, dt))
             if not archs:
                 continue
-            sig = {"X": f"*{dt}", "W": "*i8", "S": "*fp32", "B": f"*{dt}", "Y": f"*{dt}"}
-            sig.update({s: "i32" for s in ("M", "N", "K", "M_BUCKET", "ALIGN", "stride_xm", "stride_wn",
-                                           "stride_ym")})
+            sig = signature(("X", f"*{dt}"), ("W", "*i8"), ("S", "*fp32"), ("B Y", f"*{dt}"),
+                            ("M N K M_BUCKET ALIGN stride_xm stride_wn stride_ym", "i32"))
             consts = dict(stride_xk=1, stride_wk=1, stride_yn=1, HAS_BIAS=True, BLOCK_N=cfg.block_n,
                           BLOCK_M=cfg.block_m, BLOCK_K=cfg.block_k, GROUP_N=GROUP_N, EVEN_K=False)
             # What the launcher marks divisible by 16: aligned, every pointer, size and stride (ALIGN is never

@@ -14,7 +14,7 @@ the launcher's own rule.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,25 @@ class KernelVariant:
             return self.expect_wgmma
         rows = self.tags.get("block_m", self.constexprs.get("BLOCK_M", 0))
         return bool(self.expect_mma) and self.tags.get("dtype") in ("fp16", "bf16") and rows >= 64
+
+
+def signature(*groups: tuple[str | Iterable[str], str]) -> dict[str, str]:
+    """A variant's compile signature from (argument names, Triton type) groups, in the order given: names as
+    one space-separated string or any iterable of names, e.g. ``signature(("Q K V", "*fp16"), ("H D", "i32"))``.
+    Every ``variants()`` builds its signatures here; a name given twice raises ValueError."""
+    sig: dict[str, str] = {}
+    for names, ty in groups:
+        for name in names.split() if isinstance(names, str) else names:
+            if name in sig:
+                raise ValueError(f"signature: argument {name!r} given twice")
+            sig[name] = ty
+    return sig
+
+
+def tensordesc(dtype: str, box: Sequence[int]) -> str:
+    """The type Triton's launcher derives from a host TensorDescriptor: element type and box, e.g.
+    ``tensordesc<fp16[1, 1, 128, 64]>``."""
+    return f"tensordesc<{dtype}[{', '.join(str(b) for b in box)}]>"
 
 
 def launch_divisible(args: Mapping[str, Any]) -> tuple[str, ...]:

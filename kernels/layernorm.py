@@ -41,8 +41,9 @@ import torch
 import triton
 import triton.language as tl
 
+from . import launch
 from .interpreter import interpreter_enabled
-from .kernel_variant import KernelVariant
+from .kernel_variant import KernelVariant, signature
 from .validate import check_device, check_float, check_tensor, device_guard
 
 # Forward: largest row kept whole in registers. 16384 (16 warps, 128 registers/thread cap) spilled
@@ -52,12 +53,39 @@ MAX_FUSED_N_BWD = 4096  # backward keeps x, dy, w and two fp32 accumulators per 
 LOOP_BLOCK_N, LOOP_NUM_WARPS = 4096, 8  # chunk of the looped forward
 LOOP_BLOCK_N_BWD, LOOP_NUM_WARPS_BWD = 2048, 16  # looped backward: 4096 x 8 warps spills on sm_90a
 
-_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-
 
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _add_residual(x, R, H, row, cols, mask, stride_r, stride_h):
+    # h = x + residual formed in fp32, rounded once to h's dtype (the same value as torch's x + residual) and
+    # stored; the normalisation goes on with that rounded h, returned in fp32.
+    r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+    h = (x + r).to(H.dtype.element_ty)
+    tl.store(H + row * stride_h + cols, h, mask=mask)
+    return h.to(tl.float32)
+
+
+@triton.jit
+def _normalised_row(X, DY, MEAN, RSTD, row, cols, m, valid, stride_x, stride_dy):
+    # One row of the backward: xhat = (x - mean) * rstd (0 where masked), dy in fp32, and rstd.
+    x = tl.load(X + row * stride_x + cols, mask=m, other=0.0).to(tl.float32)
+    dy = tl.load(DY + row * stride_dy + cols, mask=m, other=0.0).to(tl.float32)
+    mean = tl.load(MEAN + row, mask=valid, other=0.0)
+    rstd = tl.load(RSTD + row, mask=valid, other=0.0)
+    return tl.where(m, (x - mean) * rstd, 0.0), dy, rstd
+
+
+@triton.jit
+def _store_dx(DX, DH, row, cols, m, stride_dx, stride_dh, xhat, wdy, c1, c2, rstd, HAS_DRES: tl.constexpr):
+    # dx = rstd * (w*dy - xhat * c1 - c2) (+ the gradient reaching h), with c1 = mean(xhat*w*dy), c2 = mean(w*dy).
+    dx = (wdy - (xhat * c1 + c2)) * rstd
+    if HAS_DRES:
+        dx += tl.load(DH + row * stride_dh + cols, mask=m, other=0.0).to(tl.float32)
+    tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -101,10 +129,7 @@ def _ln_fwd_kernel(
         # Shift by the row's first element: exact for offset rows, and constant rows centre to 0.
         x0 = tl.load(X + row * stride_x, mask=row_ok, other=0.0).to(tl.float32)
         if HAS_RESIDUAL:
-            r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
-            h = (x + r).to(H.dtype.element_ty)  # one rounding, as torch's x + residual
-            tl.store(H + row * stride_h + cols, h, mask=mask)
-            x = h.to(tl.float32)
+            x = _add_residual(x, R, H, row, cols, mask, stride_r, stride_h)
             r0 = tl.load(R + row * stride_r, mask=row_ok, other=0.0).to(tl.float32)
             x0 = (x0 + r0).to(H.dtype.element_ty).to(tl.float32)
         d = tl.where(mask, x - x0, 0.0)
@@ -156,10 +181,7 @@ def _ln_fwd_looped_kernel(
         mask = cols < N
         x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
         if HAS_RESIDUAL:
-            r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
-            h = (x + r).to(H.dtype.element_ty)
-            tl.store(H + row * stride_h + cols, h, mask=mask)
-            x = h.to(tl.float32)
+            x = _add_residual(x, R, H, row, cols, mask, stride_r, stride_h)
         d = tl.where(mask, x - x0, 0.0)
         n_b = tl.minimum(N - start, BLOCK_N).to(tl.float32)
         mean_b = tl.sum(d, axis=0) / n_b
@@ -229,21 +251,14 @@ def _ln_bwd_kernel(
         valid = row < M
         # Not `mask & valid`: Triton 3.9's interpreter broadcasts that into an int32 mask (2026-11).
         m = cols < tl.where(valid, N, 0)
-        x = tl.load(X + row * stride_x + cols, mask=m, other=0.0).to(tl.float32)
-        dy = tl.load(DY + row * stride_dy + cols, mask=m, other=0.0).to(tl.float32)
-        mean = tl.load(MEAN + row, mask=valid, other=0.0)
-        rstd = tl.load(RSTD + row, mask=valid, other=0.0)
-        xhat = tl.where(m, (x - mean) * rstd, 0.0)
+        xhat, dy, rstd = _normalised_row(X, DY, MEAN, RSTD, row, cols, m, valid, stride_x, stride_dy)
         if HAS_WEIGHT:
             wdy = w * dy
         else:
             wdy = dy
         c1 = tl.sum(xhat * wdy, axis=0) / N
         c2 = tl.sum(wdy, axis=0) / N
-        dx = (wdy - (xhat * c1 + c2)) * rstd
-        if HAS_DRES:
-            dx += tl.load(DH + row * stride_dh + cols, mask=m, other=0.0).to(tl.float32)
-        tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=m)
+        _store_dx(DX, DH, row, cols, m, stride_dx, stride_dh, xhat, wdy, c1, c2, rstd, HAS_DRES)
         if COMPUTE_DW:
             dw_acc += dy * xhat
         if COMPUTE_DB:
@@ -314,21 +329,14 @@ def _ln_bwd_looped_kernel(
             row = pid + i * num_progs
             valid = row < M
             m = cols < tl.where(valid, N, 0)
-            x = tl.load(X + row * stride_x + cols, mask=m, other=0.0).to(tl.float32)
-            dy = tl.load(DY + row * stride_dy + cols, mask=m, other=0.0).to(tl.float32)
-            mean = tl.load(MEAN + row, mask=valid, other=0.0)
-            rstd = tl.load(RSTD + row, mask=valid, other=0.0)
+            xhat, dy, rstd = _normalised_row(X, DY, MEAN, RSTD, row, cols, m, valid, stride_x, stride_dy)
             c1 = tl.load(PROJ + 2 * row, mask=valid, other=0.0)
             c2 = tl.load(PROJ + 2 * row + 1, mask=valid, other=0.0)
-            xhat = tl.where(m, (x - mean) * rstd, 0.0)
             if HAS_WEIGHT:
                 wdy = w * dy
             else:
                 wdy = dy
-            dx = (wdy - (xhat * c1 + c2)) * rstd
-            if HAS_DRES:
-                dx += tl.load(DH + row * stride_dh + cols, mask=m, other=0.0).to(tl.float32)
-            tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=m)
+            _store_dx(DX, DH, row, cols, m, stride_dx, stride_dh, xhat, wdy, c1, c2, rstd, HAS_DRES)
             if COMPUTE_DW:
                 dw_acc += dy * xhat
             if COMPUTE_DB:
@@ -370,7 +378,7 @@ def _bwd_grid(m: int, num_warps: int, device: torch.device) -> int:
     """
     if interpreter_enabled() or device.type != "cuda":
         return max(1, min(m, 4))  # the interpreter runs programs one after another
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = launch.sm_count(device)
     return max(1, min(m, sms * max(1, 32 // num_warps)))
 
 
@@ -390,11 +398,6 @@ def _as_rows(t: torch.Tensor, n: int) -> torch.Tensor:
         return t.view(-1, n)
     except RuntimeError:  # leading dims do not collapse to one stride (e.g. a transposed view)
         return t.reshape(-1, n)
-
-
-def _empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Every launcher allocation goes through here, so tests can poison outputs with NaN."""
-    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _row_stride(t: torch.Tensor) -> int:
@@ -423,10 +426,10 @@ def _layer_norm_fwd(
     n = x.shape[-1]
     x2 = _as_rows(x, n)
     m = x2.shape[0]
-    y = _empty(x.shape, dtype=x.dtype, device=x.device)
-    h = _empty(x.shape if residual is not None else (0,), dtype=x.dtype, device=x.device)
-    mean = _empty(m, dtype=torch.float32, device=x.device)
-    rstd = _empty(m, dtype=torch.float32, device=x.device)
+    y = launch.alloc(x.shape, dtype=x.dtype, device=x.device)
+    h = launch.alloc(x.shape if residual is not None else (0,), dtype=x.dtype, device=x.device)
+    mean = launch.alloc(m, dtype=torch.float32, device=x.device)
+    rstd = launch.alloc(m, dtype=torch.float32, device=x.device)
     if m == 0:
         return y, h, mean, rstd
     r2 = _as_rows(residual, n) if residual is not None else x2
@@ -485,7 +488,7 @@ def _layer_norm_bwd(
     x2 = _as_rows(x, n)
     dy2 = _as_rows(dy, n)
     m = x2.shape[0]
-    dx = _empty(x.shape, dtype=x.dtype, device=x.device)
+    dx = launch.alloc(x.shape, dtype=x.dtype, device=x.device)
     if m == 0:  # no rows: zero parameter grads (empty when the parameter is None or not needed)
         return dx, *(
             x.new_zeros(p.shape if need else (0,), dtype=(p if p is not None else x).dtype)
@@ -496,8 +499,8 @@ def _layer_norm_bwd(
     looped, block, warps = _bwd_config(n)
     grid = _bwd_grid(m, warps, x.device)
     rows_per_prog = triton.cdiv(m, grid)
-    dw_part = _empty((grid, n), dtype=torch.float32, device=x.device) if need_dweight else mean
-    db_part = _empty((grid, n), dtype=torch.float32, device=x.device) if need_dbias else mean
+    dw_part = launch.alloc((grid, n), dtype=torch.float32, device=x.device) if need_dweight else mean
+    db_part = launch.alloc((grid, n), dtype=torch.float32, device=x.device) if need_dbias else mean
     common = dict(
         HAS_DRES=dh is not None, HAS_WEIGHT=weight is not None, COMPUTE_DW=need_dweight,
         COMPUTE_DB=need_dbias, BLOCK_N=block, num_warps=warps,
@@ -506,7 +509,7 @@ def _layer_norm_bwd(
     w_arg = weight if weight is not None else x2
     with device_guard(x):
         if looped:
-            proj = _empty((m, 2), dtype=torch.float32, device=x.device)
+            proj = launch.alloc((m, 2), dtype=torch.float32, device=x.device)
             _ln_bwd_looped_kernel[(grid,)](
                 dy2, dh2, x2, w_arg, mean, rstd, proj, dx2, dw_part, db_part, *strides, **common
             )
@@ -612,13 +615,6 @@ def layer_norm(
 # ----------------------------------------------------------------------------------------------
 
 
-def _sig(names: list[str], ptr_types: dict[str, str], ints: list[str], floats: list[str]) -> dict[str, str]:
-    sig = {k: ptr_types.get(k, "*fp32") for k in names}
-    sig.update({k: "i32" for k in ints})
-    sig.update({k: "fp32" for k in floats})
-    return sig
-
-
 def variants() -> list[KernelVariant]:
     """Every block size the launchers can pick (fp16, all features on), plus dtype variants."""
     out: list[KernelVariant] = []
@@ -630,7 +626,8 @@ def variants() -> list[KernelVariant]:
         fn = _ln_fwd_looped_kernel if looped else _ln_fwd_kernel
         ptr = {k: f"*{dt}" for k in ("X", "R", "Y", "H")} | {"W": f"*{wdt}", "B": f"*{wdt}"}
         ints = fwd_ints if looped else fwd_ints[:-1] + ["M", "N"]  # in argument order
-        sig = _sig(["X", "R", "W", "B", "Y", "H", "MEAN", "RSTD"], ptr, ints, ["eps"])
+        sig = signature(*((k, ptr.get(k, "*fp32")) for k in ["X", "R", "W", "B", "Y", "H", "MEAN", "RSTD"]),
+                        (ints, "i32"), ("eps", "fp32"))
         cx = dict(HAS_RESIDUAL=True, HAS_WEIGHT=True, HAS_BIAS=True, BLOCK_N=block)
         if not looped:
             cx["ROWS_PER_PROG"] = 16
@@ -651,7 +648,7 @@ def variants() -> list[KernelVariant]:
         fn = _ln_bwd_looped_kernel if looped else _ln_bwd_kernel
         ptr = {k: f"*{dt}" for k in ("DY", "DH", "X", "DX")} | {"W": f"*{wdt}"}
         names = ["DY", "DH", "X", "W", "MEAN", "RSTD"] + (["PROJ"] if looped else []) + ["DX", "DW", "DB"]
-        sig = _sig(names, ptr, bwd_ints, [])
+        sig = signature(*((k, ptr.get(k, "*fp32")) for k in names), (bwd_ints, "i32"))
         cx = dict(HAS_DRES=True, HAS_WEIGHT=True, COMPUTE_DW=True, COMPUTE_DB=True, BLOCK_N=block)
         name = f"layer_norm_bwd{'_looped' if looped else ''}[N={n},BN={block},{dt},w={wdt}]"
         return KernelVariant(

@@ -78,20 +78,18 @@ import torch
 import triton
 import triton.language as tl
 
+from . import linear_cross_entropy_bwd as lce_bwd
+from .device_functions import softcap as apply_softcap
+from .device_functions import tile_dot
 from .interpreter import interpreter_enabled
 from .kernel_variant import KernelVariant, align_bucket
+from .launch import capturing
 from .linear_cross_entropy_bwd import (
-    DW_CONFIGS,
-    DW_NAMES,
-    DX_CONFIGS,
     DX_NAMES,
     FWD_CONFIGS,
-    _lce_bwd_dw_kernel,
-    _lce_bwd_dx_kernel,
-    _softcap,
-    _tile_dot,
     check_spans,
     interpret_blocks,
+    kernel_variants,
     linear_cross_entropy_bwd,
     n_bucket,
     num_splits,
@@ -137,11 +135,11 @@ def _lce_fwd_kernel(
     for t in range(t_lo, t_hi):
         v0 = t * BLOCK_N
         rv = (v0 + cols) % V  # wrapped columns read real W rows and are masked below
-        logits = _tile_dot(X, W, rm, rv, stride_xn, stride_wv, C, BLOCK_M, BLOCK_N, BLOCK_K, EVEN_C)
+        logits = tile_dot(X, W, rm, rv, stride_xn, stride_wv, C, BLOCK_M, BLOCK_N, BLOCK_K, EVEN_C)
         if HAS_BIAS:
             logits += tl.load(B + rv).to(tl.float32)[None, :]
         if SOFTCAP:
-            logits = _softcap(logits, softcap)
+            logits = apply_softcap(logits, softcap)
         # In log2 units from here on (one tile live instead of two); the target and sum are scaled back by
         # ln(2) at the end. Column tests compare the arange with scalars or per-row values: no per-column
         # vector stays live.
@@ -180,7 +178,7 @@ def _canonical_targets(targets: torch.Tensor, ignore_index: int, vocab: int, che
     if check and targets.numel():
         bad = ~ignored & ((targets < 0) | (targets >= vocab))
         if targets.is_cuda:
-            if not torch.cuda.is_current_stream_capturing():
+            if not capturing(targets):
                 torch._assert_async(~bad.any(), f"targets: id outside [0, {vocab}) that is not ignore_index")
         elif bool(bad.any()):
             first = int(targets[bad][0])
@@ -404,51 +402,13 @@ def linear_cross_entropy(
 
 # ----------------------------------------------------------------------------- AOT variants
 
-_DTYPES = {2: ("fp16", "bf16"), 4: ("fp32",)}
-_OUT_PTRS = ("PART", "LSE", "GA", "GB", "DX", "DW", "DB")  # fp32 whatever the input dtype
-
 
 def variants() -> list[KernelVariant]:
-    """Every tile of the three kernels' tables (``FWD_CONFIGS``, ``DX_CONFIGS``, ``DW_CONFIGS``), for the sm_80 / sm_89 / sm_90a / sm_100a compile gate,
-    in
-    each dtype it ships for (16-bit tiles in fp16 and bf16), with every option on (bias, soft-cap, label
-    smoothing: the most registers), in the form it ships for: aligned (GPT-2's C = 768: pointers, C and the
-    row strides multiples of 16; N and V = 50257 are not) or unaligned (odd C: only the fresh outputs are
-    aligned). The masked-C path (EVEN_C False) is compiled: more registers than the even one. Names give the
-    tile as BLOCK_M x BLOCK_N x BLOCK_K, dW's as BLOCK_N x BLOCK_M x BLOCK_K (``TileConfig`` order)."""
-    out: list[KernelVariant] = []
-    specs = [
-        ("fwd", _lce_fwd_kernel, DX_NAMES, FWD_CONFIGS, "X W B T PART", "PART",
-         dict(HAS_BIAS=True, SOFTCAP=True, SMOOTHING=True)),
-        ("dx", _lce_bwd_dx_kernel, DX_NAMES, DX_CONFIGS, "X W B T LSE GA GB DX", "DX", dict(HAS_BIAS=True, SOFTCAP=True)),
-        ("dw", _lce_bwd_dw_kernel, DW_NAMES, DW_CONFIGS, "X W B T LSE GA GB DW DB", "DW DB",
-         dict(HAS_BIAS=True, SOFTCAP=True)),
-    ]
-    for tag, fn, names, configs, ptrs, outputs, flags in specs:
-        for ci, cfg in enumerate(configs):
-            for es in cfg.elem_bytes:
-                for dtype in _DTYPES[es]:
-                    out.append(_variant(tag, fn, names, ptrs, outputs, flags, cfg, ci, dtype))
-    return out
-
-
-def _variant(tag, fn, names, ptrs, outputs, flags, cfg, ci, dtype):
-    sig = {p: "*i32" if p == "T" else "*fp32" if p in _OUT_PTRS else f"*{dtype}" for p in ptrs.split()}
-    sig.update({k: "i32" for k in ("N", "V", "C", "N_BUCKET", "ALIGN", "stride_xn", "stride_wv")})
-    sig.update({k: "fp32" for k in ("softcap", "smooth_on", "smooth_off") if tag != "fwd" or k == "softcap"})
-    consts = dict(zip(names, cfg[:3], strict=True), **flags, EVEN_C=False)
-    aligned = cfg.form == "aligned"
-    # What the launcher marks divisible by 16 (ALIGN is never specialised).
-    divisible = (tuple(ptrs.split()) + ("C", "N_BUCKET", "stride_xn", "stride_wv")) if aligned else tuple(outputs.split())
-    # The dots' M dimension: the token tile for the logits, and for dW's (BLOCK_K x BLOCK_N) product also
-    # BLOCK_K; wgmma wants 64 rows or more.
-    rows = min(consts["BLOCK_M"], consts["BLOCK_K"]) if tag == "dw" else consts["BLOCK_M"]
-    fl = ",".join(k for k, v in flags.items() if v)
-    return KernelVariant(
-        name=f"linear_cross_entropy_{tag}[{cfg.b0}x{cfg.b1}x{cfg.bk},w{cfg.num_warps},s{cfg.num_stages},{dtype},"
-             f"{fl}{'' if aligned else ',unaligned'}]",
-        fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        archs=(80, 89, 90, 100), expect_mma=True,
-        tags={"kernel": tag, "config": ci, "dtype": dtype, "aligned": aligned, "block_m": rows,
-              "divisible_by_16": divisible},
-    )
+    """Every tile of the three kernels' tables (``FWD_CONFIGS``, ``DX_CONFIGS``, ``DW_CONFIGS``), for the sm_80 /
+    sm_89 / sm_90a / sm_100a compile gate, in each dtype and form it ships for, with every option on (bias,
+    soft-cap, label smoothing: the most registers; ``linear_cross_entropy_bwd.kernel_variants``): the
+    forward's here, then the backward's (``linear_cross_entropy_bwd.variants``). Names give the tile as
+    BLOCK_M x BLOCK_N x BLOCK_K, dW's as BLOCK_N x BLOCK_M x BLOCK_K (``TileConfig`` order)."""
+    return (kernel_variants("fwd", _lce_fwd_kernel, DX_NAMES, FWD_CONFIGS, "X W B T PART", "PART",
+                            dict(HAS_BIAS=True, SOFTCAP=True, SMOOTHING=True))
+            + lce_bwd.variants())

@@ -1,4 +1,5 @@
-"""Backward kernels of ``linear_cross_entropy``, and the jit helpers and launch choices the forward shares.
+"""Backward kernels of ``linear_cross_entropy``, and the tile configs, launch choices and variant builder the
+forward shares.
 
 Both kernels recompute the logit tile they need from x, W (and the bias) and the saved per-row lse, form
 the logit gradient in registers (``_grad_tile``; the formula is in ``linear_cross_entropy``'s docstring)
@@ -34,55 +35,20 @@ dW, served from L2. The dx split count S (at most 4) only fills the GPU when N i
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from .device_functions import softcap as apply_softcap
+from .device_functions import tile_dot
 from .interpreter import interpreter_enabled
-from .kernel_variant import align_bucket
-from .validate import device_guard
+from .kernel_variant import KernelVariant, align_bucket, signature
+from .launch import sm_count
+from .validate import device_guard, max_offset
 
-# ----------------------------------------------------------------------------- shared jit helpers
-
-
-@triton.jit
-def _tile_dot(A, B, ra, rb, stride_a, stride_b, C, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
-              BLOCK_K: tl.constexpr, EVEN_C: tl.constexpr):
-    # (BLOCK_A, BLOCK_B) fp32 tile of A[ra] @ B[rb]^T: rows of two (rows, C) matrices with unit stride along C.
-    # int32 offsets from the base pointers (the launcher checks the spans), rebuilt from the row vectors on
-    # every step: a loop-carried 2-D offset (or 64-bit pointer) tile would stay live across the callers'
-    # loops and cost registers the logit tile needs.
-    offs_k = tl.arange(0, BLOCK_K)
-    row_a = ra * stride_a
-    row_b = rb * stride_b
-    acc = tl.zeros((BLOCK_A, BLOCK_B), dtype=tl.float32)
-    for k in range(0, tl.cdiv(C, BLOCK_K)):
-        kk = k * BLOCK_K + offs_k
-        if EVEN_C:
-            a = tl.load(A + (row_a[:, None] + kk[None, :]))
-            b = tl.load(B + (row_b[None, :] + kk[:, None]))
-        else:
-            a = tl.load(A + (row_a[:, None] + kk[None, :]), mask=kk[None, :] < C, other=0.0)
-            b = tl.load(B + (row_b[None, :] + kk[:, None]), mask=kk[:, None] < C, other=0.0)
-        acc = tl.dot(a, b, acc=acc)
-    return acc
-
-
-@triton.jit
-def _softcap(z, cap):
-    # cap * tanh(z / cap). tanh(|u|) = (1 - e) / (1 + e), e = exp(-2|u|) in (0, 1], never overflows; below
-    # |u| = 1/8, where 1 - e cancels, an odd Taylor polynomial (next term < 3e-9 relative) keeps fp32 accuracy.
-    u = z / cap
-    a = tl.abs(u)
-    e = tl.exp2(-2.8853900817779268 * a)  # 2 log2(e)
-    big = (1.0 - e) / (1.0 + e)
-    a2 = a * a
-    small = a * (1.0 + a2 * (-0.3333333333333333 + a2 * (0.13333333333333333 + a2 * -0.05396825396825397)))
-    t = tl.where(a < 0.125, small, big)
-    return cap * tl.where(u < 0, -t, t)
+# ----------------------------------------------------------------------------- jit helpers
 
 
 @triton.jit
@@ -97,11 +63,11 @@ def _grad_tile(X, W, B, rm, tgt, lse, ga, gb, v0, V, C, stride_xn, stride_wv, so
     # the columns: a (BLOCK_N,) vector costs BLOCK_N / 4 registers).
     cols = tl.arange(0, BLOCK_N)
     rv = (v0 + cols) % V  # wrapped columns read real W rows; their gradient is zeroed below
-    z = _tile_dot(X, W, rm, rv, stride_xn, stride_wv, C, BLOCK_M, BLOCK_N, BLOCK_K, EVEN_C)
+    z = tile_dot(X, W, rm, rv, stride_xn, stride_wv, C, BLOCK_M, BLOCK_N, BLOCK_K, EVEN_C)
     if HAS_BIAS:
         z += tl.load(B + rv).to(tl.float32)[None, :]
     if SOFTCAP:
-        z = _softcap(z, softcap)
+        z = apply_softcap(z, softcap)
     p = tl.exp2((z - lse[:, None]) * 1.4426950408889634)
     hit = cols[None, :] == (tgt - v0)[:, None]  # ignored rows (tgt = -1) never hit
     d = p * ga[:, None] - gb[:, None] * (tl.where(hit, smooth_on, 0.0) + smooth_off)
@@ -291,11 +257,6 @@ def interpret_blocks(vocab: int) -> tuple[int, int, int]:
     return 16, min(1024, max(32, triton.next_power_of_2(triton.cdiv(vocab, 4)))), 32
 
 
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def num_splits(n_rows: int, vocab: int, device: torch.device, *, cap: int, blocks=None) -> int:
     """Vocab splits S of the forward and dx grids: enough (row blocks x S) programs for one per SM with the
     tallest row tile (128), at most ``cap``, and never more than the vocab tiles of the widest config, so no
@@ -305,8 +266,7 @@ def num_splits(n_rows: int, vocab: int, device: torch.device, *, cap: int, block
         return max(1, min(2, triton.cdiv(vocab, blocks[1])))
     if device.type != "cuda":
         return 1
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    want = triton.cdiv(_sm_count(index), triton.cdiv(n_rows, 128))
+    want = triton.cdiv(sm_count(device), triton.cdiv(n_rows, 128))
     return max(1, min(cap, want, triton.cdiv(vocab, MAX_BLOCK_N)))
 
 
@@ -324,7 +284,7 @@ def check_spans(x: torch.Tensor, weight: torch.Tensor) -> None:
     N, C = x.shape
     V = weight.shape[0]
     for name, t in (("x", x), ("weight", weight)):
-        span = sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(), strict=True) if n > 0) + 1
+        span = max_offset(t) + 1
         if span >= INT32_LIMIT:
             raise ValueError(f"{name}: spans {span} elements; linear_cross_entropy indexes with 32-bit offsets "
                              f"(fewer than 2**31): split the batch{' or the vocabulary' if name == 'weight' else ''}")
@@ -393,3 +353,51 @@ def linear_cross_entropy_bwd(x, weight, bias, tgt32, lse, ga, gb, label_smoothin
             dw = dw32.to(weight.dtype) if need_dw else None
             db = db32.to(bias.dtype) if need_db else None
     return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- AOT variants
+
+_DTYPES = {2: ("fp16", "bf16"), 4: ("fp32",)}
+_OUT_PTRS = ("PART", "LSE", "GA", "GB", "DX", "DW", "DB")  # fp32 whatever the input dtype
+
+
+def kernel_variants(tag: str, fn: Any, names: tuple[str, str, str], configs: tuple[TileConfig, ...], ptrs: str,
+                    outputs: str, flags: dict[str, bool]) -> list[KernelVariant]:
+    """One kernel's variants (the forward's, dx's or dW's): every tile of ``configs`` in each dtype it ships
+    for (16-bit tiles in fp16 and bf16), with the option ``flags`` on, in the form it ships for: aligned
+    (GPT-2's C = 768: pointers, C and the row strides multiples of 16; N and V = 50257 are not) or unaligned
+    (odd C: only the fresh ``outputs`` are aligned). The masked-C path (EVEN_C False) is compiled: more
+    registers than the even one. ``names``: the kernel's block names, in ``TileConfig`` order."""
+    return [_variant(tag, fn, names, ptrs, outputs, flags, cfg, ci, dtype)
+            for ci, cfg in enumerate(configs) for es in cfg.elem_bytes for dtype in _DTYPES[es]]
+
+
+def _variant(tag, fn, names, ptrs, outputs, flags, cfg, ci, dtype):
+    sig = signature(*((p, "*i32" if p == "T" else "*fp32" if p in _OUT_PTRS else f"*{dtype}") for p in ptrs.split()),
+                    ("N V C N_BUCKET ALIGN stride_xn stride_wv", "i32"),
+                    (("softcap",) if tag == "fwd" else ("softcap", "smooth_on", "smooth_off"), "fp32"))
+    consts = dict(zip(names, cfg[:3], strict=True), **flags, EVEN_C=False)
+    aligned = cfg.form == "aligned"
+    # What the launcher marks divisible by 16 (ALIGN is never specialised).
+    divisible = (tuple(ptrs.split()) + ("C", "N_BUCKET", "stride_xn", "stride_wv")) if aligned else tuple(outputs.split())
+    # The dots' M dimension: the token tile for the logits, and for dW's (BLOCK_K x BLOCK_N) product also
+    # BLOCK_K; wgmma wants 64 rows or more.
+    rows = min(consts["BLOCK_M"], consts["BLOCK_K"]) if tag == "dw" else consts["BLOCK_M"]
+    fl = ",".join(k for k, v in flags.items() if v)
+    return KernelVariant(
+        name=f"linear_cross_entropy_{tag}[{cfg.b0}x{cfg.b1}x{cfg.bk},w{cfg.num_warps},s{cfg.num_stages},{dtype},"
+             f"{fl}{'' if aligned else ',unaligned'}]",
+        fn=fn, signature=sig, constexprs=consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        archs=(80, 89, 90, 100), expect_mma=True,
+        tags={"kernel": tag, "config": ci, "dtype": dtype, "aligned": aligned, "block_m": rows,
+              "divisible_by_16": divisible},
+    )
+
+
+def variants() -> list[KernelVariant]:
+    """The dx and dW kernels' variants (``kernel_variants``) over ``DX_CONFIGS`` and ``DW_CONFIGS``, with the
+    bias and the soft-cap on (dW's names give the tile as BLOCK_N x BLOCK_M x BLOCK_K)."""
+    flags = dict(HAS_BIAS=True, SOFTCAP=True)
+    return (kernel_variants("dx", _lce_bwd_dx_kernel, DX_NAMES, DX_CONFIGS, "X W B T LSE GA GB DX", "DX", flags)
+            + kernel_variants("dw", _lce_bwd_dw_kernel, DW_NAMES, DW_CONFIGS, "X W B T LSE GA GB DW DB", "DW DB",
+                              flags))

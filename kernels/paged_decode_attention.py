@@ -6,8 +6,9 @@ Large Language Model Serving with PagedAttention", 2023): row b's position p liv
 ``block_tables[b, p // page_size]``, slot ``p % page_size``. Kernel 1 (split) streams BLOCK_N positions
 per step, looking up each position's page in the block table (a tile spans BLOCK_N / page_size whole
 pages, or lies inside one page when pages are larger than the tile), and writes a normalised fp32
-partial output and its base-2 log-sum-exp per split. Kernel 2 is ``decode_attention``'s merge kernel,
-unchanged (same partial layout); with one split kernel 1 writes the output itself.
+partial output and its base-2 log-sum-exp per split; apart from where a key row lives, its steps are
+``decode_attention``'s split kernel's (both call ``device_functions``). Kernel 2 is ``decode_attention``'s
+merge (``merge_splits``, same partial layout); with one split kernel 1 writes the output itself.
 
 Scope:
 - q: (B, H, D); k_pool, v_pool: (num_pages, H, page_size, D), any strides with a unit last stride, q's
@@ -40,33 +41,42 @@ offsets are int64, so pools of any size work. Capacity <= 2**30.
 
 from __future__ import annotations
 
-import math
-import operator
-
 import torch
 import triton
 import triton.language as tl
 
-from . import spills
+from . import launch
 from .decode_attention import (
-    _DTYPES,
-    _INTERPRET,
-    _MERGE_WARPS,
-    MAX_HEAD_DIM,
+    DEFAULT_SM_COUNT,
+    INTERPRET_CONFIG,
     MAX_T,
-    MERGE_BLOCK_S,
     DecodeConfig,
-    _block_d,
-    _capturing,
-    _decode_merge_kernel,
-    _sm_count,
+    check_decode_options,
+    check_decode_tensors,
     decode_config,
+    merge_splits,
     pick_splits,
+    spill_free,
+    split_buffers,
 )
-from .flash_attention_bwd import _LOG2E, _alloc, check_scale
+from .device_functions import (
+    append_step,
+    decode_accumulate,
+    decode_softmax_init,
+    decode_softmax_weights,
+    key_mask,
+    key_scores,
+    load_row,
+    split_end,
+    split_program,
+    store_row,
+    write_empty_split,
+    write_split,
+)
 from .interpreter import interpreter_enabled
-from .kernel_variant import KernelVariant, align_bucket
-from .validate import check_same, check_tensor, device_guard
+from .kernel_variant import KernelVariant, align_bucket, signature
+from .launch import DTYPE_NAMES, LOG2E, capturing, sm_count
+from .validate import INT32_MAX, check_scale, check_sm_scale, check_tensor, device_guard, slice_extent
 
 # (BLOCK_D, aligned, even D, half dtype) -> config where decode_attention's table does not fit the paged
 # kernel. The per-row page offsets (int64, for K and V) cost registers that the contiguous kernel does not
@@ -77,7 +87,6 @@ _OVERRIDES = {(64, True, False, True): DecodeConfig(64, 8, 2)}
 # compiled forms mark it divisible) and of the smallest tile.
 MIN_PAGE_SIZE = 16
 MIN_BLOCK_N = 16  # the smallest tile any config streams: bounds the split count
-INT32_MAX = 2**31 - 1
 
 
 @triton.jit
@@ -111,67 +120,38 @@ def _paged_decode_split_kernel(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     pid = tl.program_id(0)  # (batch * head, split), split minor
-    split = pid % SPLITS
-    bh = (pid // SPLITS).to(tl.int64)
-    b = bh // H
-    h = bh % H
-    n = tl.load(LENS + b * stride_l)
-    n = tl.minimum(tl.maximum(n, 0), CAPACITY).to(tl.int32)  # clamp: unchecked lengths stay in bounds
-    lo = split * SPLIT_LEN
+    bh, b, h, n, lo = split_program(LENS, stride_l, H, CAPACITY, SPLITS, SPLIT_LEN)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     O += bh * D
     PO += pid.to(tl.int64) * D
     if lo < n:
-        if EVEN_D:
-            q = tl.load(Q + b * stride_qb + h * stride_qh + offs_d).to(tl.float32)
-        else:
-            q = tl.load(Q + b * stride_qb + h * stride_qh + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+        q = load_row(Q + b * stride_qb + h * stride_qh + offs_d, d_ok, EVEN_D).to(tl.float32)
         q = q * qk_scale  # scores come out in log2 units
         K += h * stride_kh
         V += h * stride_vh
         BT += b * stride_btb
         offs_n = tl.arange(0, BLOCK_N)
-        m_i = tl.max(tl.full([BLOCK_N], float("-inf"), tl.float32), 0)  # fp32 scalars
-        l_i = tl.sum(tl.zeros([BLOCK_N], tl.float32), 0)
-        acc = tl.zeros([BLOCK_D], tl.float32)
+        m_i, l_i, acc = decode_softmax_init(BLOCK_N, BLOCK_D)
         if HAS_NEW:
             if n - 1 < lo + SPLIT_LEN:  # this split owns position n-1 (n - 1 >= lo holds here)
-                kn_ptrs = KN + b * stride_knb + h * stride_knh + offs_d
-                vn_ptrs = VN + b * stride_vnb + h * stride_vnh + offs_d
-                if EVEN_D:
-                    kn = tl.load(kn_ptrs)
-                    vn = tl.load(vn_ptrs)
-                else:
-                    kn = tl.load(kn_ptrs, mask=d_ok, other=0.0)
-                    vn = tl.load(vn_ptrs, mask=d_ok, other=0.0)
-                m_i = tl.sum(q * kn.to(tl.float32), 0)  # its p is exp2(0) = 1
-                l_i += 1.0
-                acc += vn.to(tl.float32)
+                kn, vn, m_i, l_i, acc = append_step(q, KN + b * stride_knb + h * stride_knh + offs_d,
+                                                    VN + b * stride_vnb + h * stride_vnh + offs_d, d_ok, l_i, acc,
+                                                    EVEN_D)
                 # The append: the same dtype, so the pool holds exactly k_new / v_new.
                 page = _page_ids(BT, n - 1, n > 0, NUM_PAGES, PAGE_SIZE).to(tl.int64)
                 slot = (n - 1) % PAGE_SIZE
                 k_row = K + page * stride_kp + slot * stride_kt + offs_d
                 v_row = V + page * stride_vp + slot * stride_vt + offs_d
-                if EVEN_D:
-                    tl.store(k_row, kn)
-                    tl.store(v_row, vn)
-                else:
-                    tl.store(k_row, kn, mask=d_ok)
-                    tl.store(v_row, vn, mask=d_ok)
-        hi = lo + SPLIT_LEN
-        n_cached = n - 1 if HAS_NEW else n  # with HAS_NEW, position n-1 comes from KN/VN, not the pool
-        if hi > n_cached:
-            hi = n_cached
+                store_row(k_row, kn, d_ok, EVEN_D)
+                store_row(v_row, vn, d_ok, EVEN_D)
+        hi = split_end(lo, SPLIT_LEN, n, HAS_NEW)
         cols = lo + offs_n
         pages = _page_ids(BT, cols, cols < hi, NUM_PAGES, PAGE_SIZE)
         for start in range(lo, hi, BLOCK_N):
             cols = start + offs_n
             row_ok = cols < hi
-            if EVEN_D:
-                mask = row_ok[:, None]
-            else:
-                mask = row_ok[:, None] & d_ok[None, :]
+            mask = key_mask(row_ok, d_ok, EVEN_D)
             slots = cols % PAGE_SIZE
             k_rows = pages.to(tl.int64) * stride_kp + slots * stride_kt
             v_rows = pages.to(tl.int64) * stride_vp + slots * stride_vt
@@ -179,49 +159,25 @@ def _paged_decode_split_kernel(
             v = tl.load(V + v_rows[:, None] + offs_d[None, :], mask=mask, other=0.0)
             nxt = cols + BLOCK_N  # the next tile's pages, fetched while this tile computes
             pages = _page_ids(BT, nxt, nxt < hi, NUM_PAGES, PAGE_SIZE)
-            s = tl.sum(q[None, :] * k.to(tl.float32), 1)  # (BLOCK_N,)
-            s = tl.where(row_ok, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 0))  # finite: every tile holds a key < hi
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new)
-            l_i = l_i * alpha + tl.sum(p, 0)
-            acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), 0)
+            s = key_scores(q, k, row_ok)  # (BLOCK_N,)
+            m_new, alpha, p = decode_softmax_weights(s, m_i)
+            l_i, acc = decode_accumulate(p, v, alpha, l_i, acc)
             m_i = m_new
-        out = acc / l_i  # l_i >= 1: the split holds at least one key, whose p is exp2(0)
-        if SINGLE:
-            tl.store(O + offs_d, out.to(O.dtype.element_ty), mask=d_ok)
-        else:
-            tl.store(PO + offs_d, out, mask=d_ok)
-            tl.store(PLSE + pid, m_i + tl.log2(l_i))
+        write_split(O, PO, PLSE, pid, offs_d, d_ok, acc, l_i, m_i, SINGLE)
     else:  # empty split (or an empty row): nothing to load
-        if SINGLE:
-            tl.store(O + offs_d, tl.zeros([BLOCK_D], tl.float32).to(O.dtype.element_ty), mask=d_ok)
-        else:
-            tl.store(PO + offs_d, tl.zeros([BLOCK_D], tl.float32), mask=d_ok)
-            tl.store(PLSE + pid, float("-inf"))
+        write_empty_split(O, PO, PLSE, pid, offs_d, d_ok, BLOCK_D, SINGLE)
 
 
 def paged_config(d: int, aligned: bool = True, even: bool = True, half: bool = True) -> DecodeConfig:
     """The config a GPU launch uses for head dim ``d``, inputs of that alignment (align_bucket), an even
     (D = BLOCK_D) or ragged head dim and fp16/bf16 (``half``) or fp32 inputs."""
-    return _OVERRIDES.get((_block_d(d), aligned, even, half), decode_config(d, aligned))
-
-
-def _spill_free(config: DecodeConfig, device: torch.device, facts: dict) -> DecodeConfig:
-    """The config, or the fallback the running Triton's spill entries list for this form and GPU (same
-    BLOCK_N, so the split plan stands)."""
-    if not spills.rules("_paged_decode_split_kernel"):
-        return config
-    fb = spills.fallback_for("_paged_decode_split_kernel", {**facts, "num_warps": config.num_warps,
-                                                             "num_stages": config.num_stages},
-                              spills.target_arch(device))
-    return config if fb is None else DecodeConfig(config.block_n, fb["num_warps"], fb["num_stages"])
+    return _OVERRIDES.get((launch.block_d(d), aligned, even, half), decode_config(d, aligned))
 
 
 def _check_values(lengths: torch.Tensor, block_tables: torch.Tensor, page_size: int, num_pages: int,
                   has_new: bool) -> None:
     """lengths within [0 or 1, capacity] and the block-table entries rows use within the pool (one sync)."""
-    if lengths.numel() == 0 or _capturing(lengths):
+    if lengths.numel() == 0 or capturing(lengths):
         return
     capacity = block_tables.shape[1] * page_size
     used_pages = (lengths.clamp(0, capacity) + page_size - 1) // page_size  # (B,)
@@ -252,35 +208,34 @@ def paged_decode_attention_launch(
     if check_lengths:
         _check_values(lengths, block_tables, page_size, num_pages, has_new)
     table = block_tables.to(torch.int32).contiguous()  # a no-op for the usual contiguous int32 table
-    out = _alloc((B, H, D), q.dtype, q.device)
+    out = launch.alloc((B, H, D), q.dtype, q.device)
     if B * H == 0:
         return out
-    block_d = _block_d(D)
+    bd = launch.block_d(D)
     if config is None:
         aligned = bool(align_bucket(q, k_pool, v_pool, k_new, v_new))
-        config = _INTERPRET if interpreter_enabled() else paged_config(D, aligned, D == block_d,
-                                                                        q.dtype != torch.float32)
-    splits, split_len = pick_splits(B * H, capacity, config.block_n, _sm_count(q.device), num_splits)
+        config = INTERPRET_CONFIG if interpreter_enabled() else paged_config(D, aligned, D == bd,
+                                                                              q.dtype != torch.float32)
+    splits, split_len = pick_splits(B * H, capacity, config.block_n, sm_count(q.device, DEFAULT_SM_COUNT),
+                                    num_splits)
     single = splits == 1
     if q.is_cuda:
-        config = _spill_free(config, q.device, dict(BLOCK_D=block_d, BLOCK_N=config.block_n, SINGLE=single,
-                                                    HAS_NEW=has_new, EVEN_D=D == block_d, PAGE_SIZE=page_size,
-                                                    dtype=_DTYPES[q.dtype]))
-    partial = _alloc((0,) if single else (B, H, splits, D), torch.float32, q.device)
-    plse = _alloc((0,) if single else (B, H, splits), torch.float32, q.device)
+        config = spill_free("_paged_decode_split_kernel", config, q.device,
+                            dict(BLOCK_D=bd, BLOCK_N=config.block_n, SINGLE=single, HAS_NEW=has_new, EVEN_D=D == bd,
+                                 PAGE_SIZE=page_size, dtype=DTYPE_NAMES[q.dtype]))
+    partial, plse = split_buffers(q, splits)
     kn, vn = (k_new, v_new) if has_new else (q, q)  # unused pointers when not appending
     with device_guard(q):  # Triton launches on the current GPU: make it the tensors' one
         _paged_decode_split_kernel[(B * H * splits,)](
             q, k_pool, v_pool, kn, vn, table, lengths, out, partial, plse,
             q.stride(0), q.stride(1), *k_pool.stride()[:3], *v_pool.stride()[:3],
             kn.stride(0), kn.stride(1), vn.stride(0), vn.stride(1), table.stride(0), lengths.stride(0),
-            H, capacity, num_pages, D, splits, split_len, sm_scale * _LOG2E,
-            HAS_NEW=has_new, SINGLE=single, PAGE_SIZE=page_size, BLOCK_N=config.block_n, BLOCK_D=block_d,
+            H, capacity, num_pages, D, splits, split_len, sm_scale * LOG2E,
+            HAS_NEW=has_new, SINGLE=single, PAGE_SIZE=page_size, BLOCK_N=config.block_n, BLOCK_D=bd,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )
         if not single:
-            _decode_merge_kernel[(B * H,)](partial, plse, out, D, splits, BLOCK_S=MERGE_BLOCK_S, BLOCK_D=block_d,
-                                           num_warps=_MERGE_WARPS, num_stages=1)
+            merge_splits(partial, plse, out)
     return out
 
 
@@ -303,34 +258,20 @@ def _(q, k_pool, v_pool, block_tables, lengths, sm_scale, k_new, v_new, num_spli
 
 
 def _check_pool(name: str, pool: torch.Tensor) -> None:
-    num_pages, _, page_size, d = pool.shape
+    num_pages, _, page_size, _ = pool.shape
     if num_pages < 1:
         raise ValueError(f"{name}: expected at least one page, got shape {tuple(pool.shape)}")
     if page_size < MIN_PAGE_SIZE or page_size & (page_size - 1):
         raise ValueError(f"{name}: page_size (dim 2) must be a power of two >= {MIN_PAGE_SIZE}, got {page_size}")
-    if (page_size - 1) * pool.stride(2) + d - 1 > INT32_MAX:
+    if slice_extent(pool) > INT32_MAX:  # (page_size - 1) * stride_t + D - 1
         raise ValueError(f"{name}: one page spans more than 2**31 elements (strides {tuple(pool.stride())}); "
                          f"the kernel indexes within a page with 32-bit offsets: pass {name}.contiguous()")
 
 
 def _validate(q, k_pool, v_pool, block_tables, lengths, sm_scale, k_new, v_new, num_splits, check_lengths):
     """Check the public arguments (before anything runs); returns (sm_scale, num_splits) normalised."""
-    tensors = {"q": q, "k_pool": k_pool, "v_pool": v_pool, "block_tables": block_tables, "lengths": lengths,
-               "k_new": k_new, "v_new": v_new}
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor) and not (name in ("k_new", "v_new") and t is None):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    for name, t in tensors.items():  # first, so a device mix-up is reported as such
-        if t is not None and name != "q" and t.device != q.device:
-            raise ValueError(f"{name}: device {t.device} does not match q device {q.device}")
-    check_tensor("q", q, ndim=3)
-    check_tensor("k_pool", k_pool, ndim=4)
-    check_tensor("v_pool", v_pool, ndim=4)
-    check_same("k_pool", k_pool, "q", q)
-    check_same("v_pool", v_pool, "q", q)
-    B, H, D = q.shape
-    if not 1 <= D <= MAX_HEAD_DIM:
-        raise ValueError(f"q: head dim D must be in [1, {MAX_HEAD_DIM}], got {D}")
+    B, H, D = check_decode_tensors({"q": q, "k_pool": k_pool, "v_pool": v_pool, "block_tables": block_tables,
+                                    "lengths": lengths, "k_new": k_new, "v_new": v_new}, "k_pool", "v_pool")
     if k_pool.shape[1] != H or k_pool.shape[3] != D:
         raise ValueError(f"k_pool: expected (num_pages, H, page_size, D) with (H, D) = {(H, D)} like q, "
                          f"got {tuple(k_pool.shape)}")
@@ -348,32 +289,8 @@ def _validate(q, k_pool, v_pool, block_tables, lengths, sm_scale, k_new, v_new, 
                          f"exceeds 2**30 positions")
     if B * H * triton.cdiv(block_tables.shape[1] * page_size, MIN_BLOCK_N) > INT32_MAX:
         raise ValueError("block_tables: B * H * splits could exceed the 2**31 - 1 grid limit: split the batch")
-    check_tensor("lengths", lengths, ndim=1, dtypes=(torch.int32, torch.int64), unit_last_stride=False)
-    if lengths.shape[0] != B:
-        raise ValueError(f"lengths: expected shape ({B},) (one length per row of q), got {tuple(lengths.shape)}")
-    if (k_new is None) != (v_new is None):
-        raise ValueError("k_new, v_new: pass both (append one token) or neither")
-    for name, t in (("k_new", k_new), ("v_new", v_new)):
-        if t is not None:
-            check_tensor(name, t, ndim=3)
-            check_same(name, t, "q", q)
-            if t.shape != q.shape:
-                raise ValueError(f"{name}: expected the shape of q {tuple(q.shape)}, got {tuple(t.shape)}")
-    if num_splits is not None:
-        if isinstance(num_splits, bool) or not hasattr(num_splits, "__index__") or isinstance(num_splits, torch.Tensor):
-            raise TypeError(f"num_splits: expected an int or None, got {type(num_splits).__name__}")
-        num_splits = operator.index(num_splits)  # numpy integers too
-        if num_splits < 1:
-            raise ValueError(f"num_splits: expected at least 1, got {num_splits}")
-    if not isinstance(check_lengths, bool):
-        raise TypeError(f"check_lengths: expected a bool, got {type(check_lengths).__name__}")
-    if sm_scale is None:
-        return 1.0 / math.sqrt(D), num_splits
-    if isinstance(sm_scale, torch.SymInt | torch.SymFloat) or (
-            torch.compiler.is_compiling() and isinstance(sm_scale, int | float) and not isinstance(sm_scale, bool)):
-        # Traced by torch.compile(dynamic=True), a number may be symbolic: the launcher checks the value.
-        return (sm_scale if isinstance(sm_scale, float) else torch.sym_float(sm_scale)), num_splits
-    return check_scale(sm_scale), num_splits
+    num_splits = check_decode_options(q, lengths, k_new, v_new, num_splits, check_lengths)
+    return check_sm_scale(sm_scale, D), num_splits
 
 
 def paged_decode_attention(
@@ -441,10 +358,8 @@ def variants() -> list[KernelVariant]:
     for block_d in (16, 32, 64, 128):
         for dt, new, single, even, page, aligned in _split_forms(block_d):
             cfg = paged_config(block_d, aligned, even, dt != "fp32")
-            sig = {p: "*" + dt for p in ("Q", "K", "V", "KN", "VN", "O")}
-            sig.update(BT="*i32", LENS="*i32", PO="*fp32", PLSE="*fp32", **{s: "i32" for s in _STRIDES},
-                       H="i32", CAPACITY="i32", NUM_PAGES="i32", D="i32", SPLITS="i32", SPLIT_LEN="i32",
-                       qk_scale="fp32")
+            sig = signature(("Q K V KN VN O", "*" + dt), ("BT LENS", "*i32"), ("PO PLSE", "*fp32"), (_STRIDES, "i32"),
+                            ("H CAPACITY NUM_PAGES D SPLITS SPLIT_LEN", "i32"), ("qk_scale", "fp32"))
             out.append(KernelVariant(
                 name=f"paged_decode_attention_split[D={block_d},BN={cfg.block_n},P={page},w={cfg.num_warps},"
                      f"s={cfg.num_stages},{dt}{'' if even else ',ragged'}{',append' if new else ''}"

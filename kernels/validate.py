@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
+import triton
 
 from .interpreter import interpreter_enabled
+from .launch import LOG2E
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+INT32_MAX = 2**31 - 1
+MIN_BLOCK = 16  # the smallest sequence tile of any attention or decode kernel (the grid-size bound below)
+_FP32_MAX = 3.4028234663852886e38
 
 
 def check_tensor(
@@ -70,13 +76,49 @@ def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
+def max_offset(t: torch.Tensor, dims: Sequence[int] | None = None) -> int:
+    """The furthest element of ``t`` from its first, in elements, over ``dims`` (every dim by default):
+    sum of (size - 1) * |stride|; 0 for an empty tensor. Kernels that index with int32 offsets need it
+    below 2**31."""
+    dims = range(t.dim()) if dims is None else dims
+    if any(t.shape[i] == 0 for i in dims):
+        return 0
+    return sum((t.shape[i] - 1) * abs(t.stride(i)) for i in dims)
+
+
+def slice_extent(t: torch.Tensor) -> int:
+    """Largest offset, in elements, inside one (batch, head) slice of a (B, H, T, D) tensor: what
+    the kernels index with int32 ((T - 1) * stride_t + (D - 1) * stride_d; batch and head offsets
+    are int64)."""
+    return max_offset(t, (2, 3))
+
+
 def check_int32_span(name: str, t: torch.Tensor) -> None:
     """Kernels that index within a tensor with int32 offsets: its furthest element must be below
     2**31 (otherwise a kernel would read or write out of bounds)."""
-    span = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True) if n > 0)
+    span = max_offset(t)
     if span >= 2**31:
         raise ValueError(f"{name}: spans {span + 1} elements; this kernel indexes with 32-bit offsets "
                          "(at most 2**31 - 1): split the batch")
+
+
+def check_offsets(**tensors: torch.Tensor) -> None:
+    """Every (B, H, T, D) argument, the fresh contiguous outputs of its shape and the 1-D grid must
+    be indexable with int32: ValueError naming the argument otherwise (before anything launches)."""
+    for name, t in tensors.items():
+        extent = slice_extent(t)
+        if extent > INT32_MAX:
+            raise ValueError(
+                f"{name}: one (batch, head) slice spans {extent + 1} elements (strides {tuple(t.stride())}); "
+                f"the attention kernels index within a slice with 32-bit offsets (at most 2**31): "
+                f"pass {name}.contiguous() or a shorter sequence")
+        B, H, n, d = t.shape
+        if n * d > INT32_MAX + 1:
+            raise ValueError(f"{name}: a (T, D) = ({n}, {d}) slice has more than 2**31 elements; the attention "
+                             "kernels index within a slice with 32-bit offsets: use a shorter sequence")
+        if B * H * triton.cdiv(n, MIN_BLOCK) > INT32_MAX:
+            raise ValueError(f"{name}: B * H * ceil(T / {MIN_BLOCK}) = {B * H * triton.cdiv(n, MIN_BLOCK)} "
+                             "programs exceed the 2**31 - 1 grid limit: split the batch")
 
 
 def check_float(name: str, value: object, *, positive: bool = False) -> float:
@@ -91,3 +133,45 @@ def check_float(name: str, value: object, *, positive: bool = False) -> float:
     if positive and not v > 0:
         raise ValueError(f"{name}: expected a positive number, got {v}")
     return v
+
+
+def check_scale(sm_scale: object) -> float:
+    """sm_scale: a positive finite real (numpy scalars too) whose sm_scale * log2(e), the factor the
+    kernels apply in fp32, is finite there too."""
+    scale = check_float("sm_scale", sm_scale, positive=True)
+    if scale * LOG2E > _FP32_MAX:
+        raise ValueError(f"sm_scale: {scale:g} is too large: the kernels scale scores by sm_scale * log2(e) "
+                         f"in fp32, which must be finite (sm_scale at most {_FP32_MAX / LOG2E:.4g})")
+    return scale
+
+
+def check_sm_scale(sm_scale: object, head_dim: int) -> float:
+    """The public ``sm_scale`` argument of the attention ops: None gives 1/sqrt(head_dim); a number is
+    checked (``check_scale``) unless torch.compile traces it. Traced by torch.compile(dynamic=True), a
+    number may be symbolic (Dynamo shows it as a plain float): testing its value would break the graph,
+    so it passes through and the launcher checks the concrete value."""
+    if sm_scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(sm_scale, torch.SymInt | torch.SymFloat) or (
+            torch.compiler.is_compiling() and isinstance(sm_scale, int | float) and not isinstance(sm_scale, bool)):
+        return sm_scale if isinstance(sm_scale, float) else torch.sym_float(sm_scale)
+    return check_scale(sm_scale)
+
+
+def check_optional_count(name: str, value: object) -> int | None:
+    """None, or an int >= 1 (numpy integers too), returned as a Python int."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not hasattr(value, "__index__") or isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected an int or None, got {type(value).__name__}")
+    value = operator.index(value)
+    if value < 1:
+        raise ValueError(f"{name}: expected at least 1, got {value}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """A Python bool (no truthy stand-ins)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+    return value

@@ -53,12 +53,11 @@ def prepare_char(tmp_path_factory):
 
 @pytest.fixture
 def poison_attention(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every attention output buffer starts as NaN, so an element a kernel never writes shows."""
-    from tritongpt.kernels import flash_attention as fa
-    from tritongpt.kernels import flash_attention_bwd as fab
+    """Every buffer the launchers allocate (``launch.alloc``) starts as NaN, so an element a kernel never
+    writes shows."""
+    from tritongpt.kernels import launch
 
     def alloc(shape, dtype, device):
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
-    monkeypatch.setattr(fa, "_alloc", alloc)
-    monkeypatch.setattr(fab, "_alloc", alloc)
+    monkeypatch.setattr(launch, "alloc", alloc)

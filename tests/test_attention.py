@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_bwd as fab
-from tritongpt.kernels import spills, versions
+from tritongpt.kernels import launch, spills, versions
 from tritongpt.kernels.flash_attention import attention
 from tritongpt.kernels.flash_attention_bwd import TunedConfig
 from tritongpt.kernels.kernel_variant import launch_divisible
@@ -504,7 +504,7 @@ def test_autotune_prune_keeps_only_compiled_configs(arch, aligned, causal, dtype
         pytest.skip(f"sm_{arch} is not gated under Triton {'.'.join(map(str, versions.triton_version()))}")
     monkeypatch.setattr(fab, "_arch", lambda device=None: arch)
     monkeypatch.setattr(spills, "target_arch", lambda device: arch)
-    block_d = fa._block_d(d)
+    block_d = launch.block_d(d)
     nargs = {"Q": torch.empty(1, dtype=dtype), "TQ": tq, "TK": tk, "D": d, "ALIGN": int(aligned)}
     even = aligned and d == block_d and tq % 128 == 0 and tk % 128 == 0
     dt = "fp32" if dtype == torch.float32 else "fp16"
@@ -542,7 +542,7 @@ def _inspect(pairs):
     255 registers is fine."""
     import dataclasses
 
-    from tritongpt.bench import inspect as ins
+    from tritongpt.bench import static_check as ins
 
     narrowed = [dataclasses.replace(v, archs=(cc,)) for v, cc in pairs]
     records = ins.inspect(narrowed, ["sm_80", "sm_90a", "sm_100a"], jobs=2, progress=False,
@@ -615,7 +615,7 @@ def test_variant_forms_mark_what_the_launcher_marks(t, d, aligned):
              "stride_vn stride_ob stride_oh stride_om H TQ TK D").split()
     strides = [s for x in (q, k, v, out) for s in x.stride()[:3]]
     marked = set(launch_divisible(dict(zip(names, [q, k, v, out, lse, *strides, H, t, t, d], strict=True))))
-    even = aligned and t % 128 == 0 and d == fa._block_d(d)
+    even = aligned and t % 128 == 0 and d == launch.block_d(d)
     assert fab.align_bucket(q, k, v) == int(aligned)
     form = next(v for v in fa.fwd_variants() if v.tags["dtype"] == "fp16" and v.tags["aligned"] == aligned
                 and v.tags["even"] == even)

@@ -17,7 +17,7 @@ from attention_reference import naive
 import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_bwd as fab
 import tritongpt.kernels.flash_attention_bwd_tma as bt
-from tritongpt.kernels import tma
+from tritongpt.kernels import launch, tma
 
 pytestmark = [
     pytest.mark.kernel,
@@ -153,7 +153,7 @@ def _t(*shape, dtype=torch.float16):
 
 def _path(q, k=None, path=None, causal=True):
     k = q if k is None else k
-    return bt.bwd_path(q, k, k, q, causal, fa._block_d(q.shape[-1]), path)
+    return bt.bwd_path(q, k, k, q, causal, launch.block_d(q.shape[-1]), path)
 
 
 @pytest.mark.parametrize("capability, version, want", [
@@ -242,8 +242,8 @@ def test_variants_cover_every_shipped_form():
 @pytest.mark.slow
 def test_tma_backward_compiles_for_hopper_and_blackwell():
     """The largest D=128 causal fp16 tiles of each kernel and target compiled without a GPU in clean worker processes:
-    no spills, fits, wgmma on sm_90a / tcgen05 on sm_100a, and TMA loads (bench.inspect's absolute rules)."""
-    from tritongpt.bench import inspect as ins
+    no spills, fits, wgmma on sm_90a / tcgen05 on sm_100a, and TMA loads (bench.static_check's absolute rules)."""
+    from tritongpt.bench import static_check as ins
 
     def pick(kernel, bm, bn):
         return next(v for v in bt.tma_bwd_variants() if v.tags["kernel"] == kernel and v.tags["D"] == 128

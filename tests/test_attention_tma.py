@@ -15,7 +15,7 @@ from attention_reference import naive
 
 import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_tma as ft
-from tritongpt.kernels import tma
+from tritongpt.kernels import launch, tma
 
 # On a Triton without tensor descriptors (3.3) the TMA kernel cannot even be built; the choice of the
 # pointer path there is tested with the version mocked (test_path_choice_by_device_and_triton).
@@ -149,7 +149,7 @@ def _path(q, k=None, v=None, path=None, causal=True):
     k = q if k is None else k
     v = k if v is None else v
     out = torch.empty(q.shape, dtype=q.dtype)
-    return ft.fwd_path(q, k, v, out, causal, fa._block_d(q.shape[-1]), path)
+    return ft.fwd_path(q, k, v, out, causal, launch.block_d(q.shape[-1]), path)
 
 
 def _t(*shape, dtype=torch.float16):
@@ -248,8 +248,8 @@ def test_variants_cover_every_shipped_form():
 def test_tma_forward_compiles_for_hopper_and_blackwell():
     """The D=128 8-warp tiles, causal fp16 (128x128 on sm_90a, 128x64 warp-specialized on sm_100a),
     compiled without a GPU in clean worker processes (no TRITON_INTERPRET): no spills, fits, wgmma on
-    sm_90a / tcgen05 on sm_100a, and TMA loads (bench.inspect's absolute rules)."""
-    from tritongpt.bench import inspect as ins
+    sm_90a / tcgen05 on sm_100a, and TMA loads (bench.static_check's absolute rules)."""
+    from tritongpt.bench import static_check as ins
 
     def pick(bm, bn, cc):
         return next(v for v in ft.tma_fwd_variants() if cc in v.archs and v.tags["D"] == 128 and v.tags["causal"]

@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tritongpt.kernels import decode_attention
+from tritongpt.kernels import decode_attention, launch
 
 pytestmark = pytest.mark.kernel
 
@@ -32,8 +32,8 @@ DT_IDS = ["float32", "float16", "bfloat16"]
 
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(da, "_alloc", lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype,
-                                                                                device=device))
+    monkeypatch.setattr(launch, "alloc", lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype,
+                                                                                   device=device))
 
 
 def naive(q, k, v, lengths, scale):
@@ -80,7 +80,7 @@ def test_forced_splits(num_splits, device, monkeypatch):
     launched = _spy(monkeypatch)
     q, k, v, lengths = _make(4, 2, 130, 64, torch.float32, device, ODD_LENGTHS)
     check(decode_attention(q, k, v, lengths, num_splits=num_splits), q, k, v, lengths)
-    splits, _ = da.pick_splits(8, 130, da._INTERPRET.block_n, da.DEFAULT_SM_COUNT, num_splits)
+    splits, _ = da.pick_splits(8, 130, da.INTERPRET_CONFIG.block_n, da.DEFAULT_SM_COUNT, num_splits)
     assert splits == {1: 1, 2: 2, 3: 3, 1000: 9}[num_splits]  # 130 positions = 9 tiles of 16
     assert launched == [("split", (8 * splits,))] + ([("merge", (8,))] if splits > 1 else [])
 
@@ -176,7 +176,7 @@ def test_unchecked_lengths_are_clamped(device, monkeypatch):
         decode_attention(q, k, v, lengths)
     out = decode_attention(q, k, v, lengths, check_lengths=False)
     check(out, q, k, v, lengths.clamp(0, 30))
-    monkeypatch.setattr(da, "_capturing", lambda t: True)
+    monkeypatch.setattr(da, "capturing", lambda t: True)
     torch.testing.assert_close(decode_attention(q, k, v, lengths), out, rtol=0, atol=0)
 
 
@@ -373,20 +373,20 @@ def test_an_older_tritons_spilling_form_gets_its_listed_fallback(monkeypatch):
     cfg = da.decode_config(64)
     monkeypatch.setattr(spills, "target_arch", lambda device: 90)
     monkeypatch.setattr(versions, "triton_version", lambda: (3, 3))
-    assert da._spill_free(cfg, torch.device("cpu"), facts) == da.DecodeConfig(cfg.block_n, 8, 2)
-    assert da._spill_free(cfg, torch.device("cpu"), {**facts, "SINGLE": False}) == cfg
+    assert da.spill_free("_decode_split_kernel", cfg, torch.device("cpu"), facts) == da.DecodeConfig(cfg.block_n, 8, 2)
+    assert da.spill_free("_decode_split_kernel", cfg, torch.device("cpu"), {**facts, "SINGLE": False}) == cfg
     monkeypatch.setattr(spills, "target_arch", lambda device: 80)
-    assert da._spill_free(cfg, torch.device("cpu"), facts) == cfg
+    assert da.spill_free("_decode_split_kernel", cfg, torch.device("cpu"), facts) == cfg
     monkeypatch.setattr(versions, "triton_version", lambda: (3, 9))
     monkeypatch.setattr(spills, "target_arch", lambda device: 90)
-    assert da._spill_free(cfg, torch.device("cpu"), facts) == cfg
+    assert da.spill_free("_decode_split_kernel", cfg, torch.device("cpu"), facts) == cfg
 
 
 @pytest.mark.skipif(os.environ.get("TRITONGPT_SKIP_AOT") == "1", reason="AOT checks disabled")
 def test_aot_representative_spill_free():
     """The heaviest forms (D=64/128 ragged with append, each dtype, aligned and not; both merges at D=128) compile for
     sm_80 and sm_90a without spills (shared AOT inspector, cached on disk by kernel source)."""
-    from tritongpt.bench import inspect as ins
+    from tritongpt.bench import static_check as ins
 
     picked = [v for v in da.variants() if v.tags["D"] in (64, 128) and (
         v.tags["kernel"] == "merge" and v.tags["dtype"] != "bf16" and v.tags["D"] == 128
@@ -417,7 +417,7 @@ def test_every_access_is_inside_a_buffer(lengths, append, device, monkeypatch):
     from tritongpt.bench.traffic import count_traffic
 
     allocated = []
-    monkeypatch.setattr(da, "_alloc", lambda shape, dtype, device: allocated.append(
+    monkeypatch.setattr(launch, "alloc", lambda shape, dtype, device: allocated.append(
         torch.full(shape, float("nan"), dtype=dtype, device=device)) or allocated[-1])
     # k: a view of a wider buffer: a read at position T_max of the last row lands outside every named span.
     k, v = torch.randn(3, 2, 31, 24, device=device)[:, :, :30], torch.randn(3, 2, 30, 24, device=device)

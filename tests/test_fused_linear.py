@@ -18,7 +18,7 @@ from linear_reference import close_to_reference, reference, tf32
 
 from tritongpt.kernels import fused_linear as fl
 from tritongpt.kernels import fused_linear_bwd as flb
-from tritongpt.kernels import spills
+from tritongpt.kernels import launch, spills
 from tritongpt.kernels.interpreter import interpreter_enabled
 
 pytestmark = pytest.mark.kernel
@@ -452,7 +452,7 @@ def _aot(pairs):
     """Compile (variant, cc) pairs with the shared AOT inspector: spawned workers without
     TRITON_INTERPRET, with the tt.divisibility=16 hints listed in each variant's tags (GPT-2's
     aligned shapes), so the figures describe the kernel aligned inputs really run."""
-    from tritongpt.bench.inspect import check_pairs
+    from tritongpt.bench.static_check import check_pairs
 
     findings = check_pairs(pairs, "tritongpt.kernels.fused_linear:variants")
     assert not findings, "\n".join(map(str, findings))
@@ -472,7 +472,7 @@ def _unpruned_variants():
 
 def test_variants_cover_configs():
     vs = _unpruned_variants()
-    for kernel, configs in (("fwd", fl.CONFIGS), ("dx", fl.BWD_CONFIGS), ("dw", fl.BWD_CONFIGS)):
+    for kernel, configs in (("fwd", fl.CONFIGS), ("dx", flb.BWD_CONFIGS), ("dw", flb.BWD_CONFIGS)):
         shipped = {fl.CONFIGS[v.tags["config"]] for v in vs if v.tags["kernel"] == kernel}
         assert shipped == set(configs)
     assert all(v.expect_mma and v.archs for v in fl.variants())
@@ -514,7 +514,7 @@ def test_autotune_keeps_the_unaligned_tiles_for_unaligned_inputs(aligned, monkey
     for kernel, tuned, first in (("fwd", fl._fwd_tuned, "X"), ("dx", flb._dx_tuned, "DY"), ("dw", flb._dw_tuned, "DY")):
         assert "ALIGN" in tuned.keys
         for cc in (80, 90, 100):
-            monkeypatch.setattr(flb, "_device_limits", lambda device, cc=cc: (cc, flb.SMEM_LIMIT[cc]))
+            monkeypatch.setattr(launch, "device_limits", lambda device, cc=cc: (cc, launch.SMEM_LIMIT[cc]))
             for dtype, dt in ((torch.float16, "fp16"), (torch.float32, "fp32")):
                 own = getattr(tuned.early_config_prune, "__wrapped__", tuned.early_config_prune)
                 picked = own(tuned.configs, {first: torch.empty(1, dtype=dtype), "ALIGN": int(aligned)})

@@ -22,7 +22,7 @@ from linear_reference import close_to_reference, reference, tf32
 
 from tritongpt.kernels import fused_linear as fl
 from tritongpt.kernels import fused_linear_tma as ft
-from tritongpt.kernels import tma
+from tritongpt.kernels import launch, tma
 from tritongpt.kernels.interpreter import interpreter_enabled
 
 pytestmark = pytest.mark.kernel
@@ -320,7 +320,7 @@ def test_variants_cover_every_config_dtype_flag_set_and_target():
 @pytest.mark.parametrize("cc,dtype,want", [(90, torch.float16, [c for c in ft.TMA_CONFIGS if 90 in c.archs]),
                                            (100, torch.bfloat16, list(ft.TMA_CONFIGS))])
 def test_autotune_prune_keeps_the_configs_compiled_for_the_device(cc, dtype, want, monkeypatch):
-    monkeypatch.setattr(ft, "_device_limits", lambda device: (cc, 232448))
+    monkeypatch.setattr(launch, "device_limits", lambda device: (cc, 232448))
     x = torch.empty(256, 256, dtype=dtype)
     for tuned, first in ((ft._fwd_tuned, "X_desc"), (ft._dx_tuned, "DY_desc"), (ft._dw_tuned, "DY_desc")):
         prune = tuned.early_config_prune
@@ -333,7 +333,7 @@ def test_pointer_config_from_the_upstream_list_is_16_bit_only():
     from tritongpt.kernels import fused_linear_bwd as flb
 
     (cfg,) = [c for c in flb.CONFIGS if c[:6] == (128, 64, 32, 8, 4, 4)]
-    assert fl._archs(cfg, torch.float16) == (80, 89, 90) and fl._archs(cfg, torch.float32) == ()
+    assert flb.shipped_archs(cfg, torch.float16) == (80, 89, 90) and flb.shipped_archs(cfg, torch.float32) == ()
     assert flb._fits(cfg, 80, 166912, 2) and not flb._fits(cfg, 80, 166912, 4)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from linear_reference import tf32
 
-from tritongpt.kernels import int8_linear
+from tritongpt.kernels import int8_linear, launch
 from tritongpt.kernels.interpreter import interpreter_enabled
 
 pytestmark = pytest.mark.kernel
@@ -30,8 +30,8 @@ DT_IDS = ["float32", "float16", "bfloat16"]
 
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(il, "_alloc", lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype,
-                                                                                device=device))
+    monkeypatch.setattr(launch, "alloc", lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype,
+                                                                                   device=device))
 
 
 def _make(m, n, k, dtype, device, bias=True):
@@ -177,7 +177,7 @@ def test_interpreter_int8_to_bf16_cast_needs_the_workaround(device):
 def test_aot_representative_spill_free():
     """A decode tile (masked K, fp16 and bf16) and the prefill tile compile for sm_80 and sm_90a without spills
     and on tensor cores (shared AOT inspector, cached on disk by kernel source)."""
-    from tritongpt.bench import inspect as ins
+    from tritongpt.bench import static_check as ins
 
     picked = [v for v in il.variants() if v.tags["aligned"] and (
         v.constexprs["BLOCK_M"] == 16 and v.constexprs["BLOCK_N"] == 64 and v.tags["dtype"] in ("fp16", "bf16")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tritongpt.kernels import launch
 from tritongpt.kernels import layernorm as ln
 from tritongpt.kernels.layernorm import layer_norm
 
@@ -28,7 +29,7 @@ def _poison_outputs(monkeypatch):
     def full_of_nan(shape, dtype, device):
         return torch.empty(shape, dtype=dtype, device=device).fill_(float("nan"))
 
-    monkeypatch.setattr(ln, "_empty", full_of_nan)
+    monkeypatch.setattr(launch, "alloc", full_of_nan)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -412,7 +413,7 @@ AOT_SUBSET = {
 def _aot(pairs) -> None:
     """Compile (variant, cc) pairs with the shared AOT inspector (spawned workers without
     TRITON_INTERPRET, cached on disk) and apply the absolute rules: no spills, fits."""
-    from tritongpt.bench.inspect import check_pairs
+    from tritongpt.bench.static_check import check_pairs
 
     findings = check_pairs(pairs, "tritongpt.kernels.layernorm:variants")
     assert not findings, "\n".join(map(str, findings))

@@ -445,7 +445,7 @@ def test_autotune_prune_keeps_the_form_and_dtype(tuned):
 
 
 def _aot(pairs):
-    from tritongpt.bench.inspect import check_pairs
+    from tritongpt.bench.static_check import check_pairs
 
     findings = check_pairs(pairs, "tritongpt.kernels.linear_cross_entropy:variants")
     assert not findings, "\n".join(map(str, findings))

@@ -18,7 +18,7 @@ import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_bwd as fab
 import tritongpt.kernels.fused_linear as fl
 import tritongpt.kernels.fused_linear_bwd as flb
-from tritongpt.kernels import compat, spills, versions
+from tritongpt.kernels import compat, launch, spills, versions
 
 pytestmark = pytest.mark.kernel
 
@@ -143,7 +143,7 @@ def test_attention_autotune_choice_on_old_triton(arch, old_triton, monkeypatch):
             dt = {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, "fp16")
             for causal in (True, False):
                 for tq, tk, d in SHAPES:
-                    block_d = fa._block_d(d)
+                    block_d = launch.block_d(d)
                     even = d == block_d and tq % 128 == 0 and tk % 128 == 0
                     nargs = {"Q": torch.empty(1, dtype=dtype), "TQ": tq, "TK": tk, "D": d, "ALIGN": 1}
                     meta = {"BLOCK_D": block_d, "CAUSAL": causal}
@@ -167,7 +167,7 @@ FUSED = (("fwd", fl._fwd_tuned, "X"), ("dx", flb._dx_tuned, "DY"), ("dw", flb._d
 def test_fused_linear_autotune_choice_on_old_triton(arch, old_triton, monkeypatch):
     """For every (kernel, dtype) that ships for a target, Triton 3.3's prune keeps a config, none listed as
     spilling, each shipped in variants() for that target and dtype."""
-    monkeypatch.setattr(flb, "_device_limits", lambda device: (arch, flb.SMEM_LIMIT[arch]))
+    monkeypatch.setattr(launch, "device_limits", lambda device: (arch, launch.SMEM_LIMIT[arch]))
     monkeypatch.setattr(spills, "target_arch", lambda device: arch)
     before = _unpruned(fl)
     after = spills.prune_variants(before)
@@ -210,7 +210,7 @@ def test_fallbacks_compile_spill_free():
     (the full gate compiles them too; this keeps them in the kernel test run)."""
     if not spills.rules():
         pytest.skip("no spill entries for this Triton")
-    from tritongpt.bench import inspect as ins
+    from tritongpt.bench import static_check as ins
 
     for m in MODULES:
         pairs = [(v, cc) for v in m.variants() if "fallback_for" in v.tags for cc in v.archs]

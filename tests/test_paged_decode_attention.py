@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tritongpt.engine import ops
-from tritongpt.kernels import decode_attention, paged_decode_attention
+from tritongpt.kernels import decode_attention, launch, paged_decode_attention
 
 pytestmark = pytest.mark.kernel
 
@@ -37,8 +37,7 @@ def _nan_alloc(shape, dtype, device):
 
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pda, "_alloc", _nan_alloc)
-    monkeypatch.setattr(da, "_alloc", _nan_alloc)
+    monkeypatch.setattr(launch, "alloc", _nan_alloc)
 
 
 class Paged:
@@ -132,7 +131,7 @@ class _Spy:
 def _spy(monkeypatch) -> list:
     log: list = []
     monkeypatch.setattr(pda, "_paged_decode_split_kernel", _Spy(pda._paged_decode_split_kernel, "split", log))
-    monkeypatch.setattr(pda, "_decode_merge_kernel", _Spy(pda._decode_merge_kernel, "merge", log))
+    monkeypatch.setattr(da, "_decode_merge_kernel", _Spy(da._decode_merge_kernel, "merge", log))
     return log
 
 
@@ -197,7 +196,7 @@ def test_unchecked_input_stays_inside_the_buffers(append, device, monkeypatch):
     from tritongpt.bench.traffic import count_traffic
 
     allocated = []
-    monkeypatch.setattr(pda, "_alloc", lambda shape, dtype, device: allocated.append(
+    monkeypatch.setattr(launch, "alloc", lambda shape, dtype, device: allocated.append(
         _nan_alloc(shape, dtype, device)) or allocated[-1])
     c = Paged(3, 2, 24, 16, 2, torch.float32, device, [32, 17, 1], num_pages=7, append=append)
     tables = c.tables.clone()
@@ -420,7 +419,7 @@ def test_launch_marks_match_the_aligned_variant(device):
 def test_aot_representative_spill_free():
     """Ragged appending split forms at pages of 16: fp16 at BLOCK_D=64 (the form that takes 8 warps) and fp32 at
     BLOCK_D=128 compile for sm_80 and sm_90a without spills (shared AOT inspector, cached on disk by source)."""
-    from tritongpt.bench import inspect as ins
+    from tritongpt.bench import static_check as ins
 
     picked = [v for v in pda.variants() if (v.tags["D"], v.tags["dtype"]) in ((64, "fp16"), (128, "fp32"))
               and not v.tags["even"] and v.tags["append"] and not v.tags["single"] and v.tags["page_size"] == 16
