@@ -126,7 +126,7 @@ def unwrap_jit(fn: Any) -> Any:
     if not isinstance(fn, JITFunction):
         raise TypeError(
             "compile_kernel needs a compilable @triton.jit kernel; kernels decorated under TRITON_INTERPRET=1 "
-            "are interpreted functions (compile in a process without it: tritongpt.bench.inspect does)"
+            "are interpreted functions (compile in a process without it: tritongpt.bench.static_check does)"
         )
     return fn
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _int_list(text: str) -> list[int]:
@@ -18,7 +19,13 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """One subcommand per suite, each with its own ``_add_<suite>(subparsers)``."""
     sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    for add in (_add_generate, _add_kernels, _add_compare, _add_report, _add_train, _add_serve, _add_all):
+        add(sub)
+
+
+def _add_generate(sub: Any) -> None:
     g = sub.add_parser("generate", help="TTFT, inter-token latency, tokens/s, bandwidth use vs the floor, "
                        "launches per step; Hugging Face side by side")
     src = g.add_mutually_exclusive_group()
@@ -38,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", type=Path, default=None, help="write the report here")
     g.set_defaults(bench_func=_generate)
 
+
+def _add_kernels(sub: Any) -> None:
     k = sub.add_parser("kernels", help="kernel sweeps vs PyTorch baselines on a GPU: latency, TFLOP/s, GB/s, "
                        "fraction of peak, speedups, accuracy; results JSON + CSV history + plots")
     k.add_argument("--kernels", default="attention,layer_norm,gelu_linear,linear,decode_attention,linear_cross_entropy",
@@ -54,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "floors on H100/A100; runs nothing, needs no GPU")
     k.set_defaults(bench_func=_kernels)
 
+
+def _add_compare(sub: Any) -> None:
     c = sub.add_parser("compare", help="compare two result files: median ratio + Mann-Whitney U; exit 1 on a "
                        "significant regression beyond the threshold")
     c.add_argument("base", type=Path, help="baseline result JSON (tritongpt-bench/1)")
@@ -63,6 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--alpha", type=float, default=0.01, help="significance level of the U test, in (0, 1)")
     c.set_defaults(bench_func=_compare)
 
+
+def _add_report(sub: Any) -> None:
     r = sub.add_parser("report", help="markdown summary of result files: environment, per-sweep tables and plots, "
                        "the issue's goals")
     r.add_argument("files", nargs="*", type=Path,
@@ -73,6 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="markdown file to write (default RESULTS_DIR/REPORT.md); the plots go beside it")
     r.set_defaults(bench_func=_report)
 
+
+def _add_train(sub: Any) -> None:
     t = sub.add_parser("train", help="training tokens/s, step breakdown, MFU and memory per backend (synthetic "
                        "batches)")
     t.add_argument("--preset", default=None, help="model preset (default: gpt2 on a GPU, cpu-demo on a CPU)")
@@ -99,10 +114,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--json", type=Path, default=None, help="write the report here")
     t.set_defaults(bench_func=_train)
 
+
+def _add_serve(sub: Any) -> None:
     v = sub.add_parser("serve", help="the OpenAI server under N concurrent streaming clients vs one request at a "
                        "time: tokens/s, TTFT and ITL p50/p99")
-    from tritongpt.engine.model_source import add_model_arguments
-    from tritongpt.engine.serving.cli import add_engine_arguments
+    from tritongpt.engine.generation.serving.cli import add_engine_arguments
+    from tritongpt.engine.model.model_source import add_model_arguments
 
     add_model_arguments(v)
     add_engine_arguments(v)
@@ -113,6 +130,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--json", type=Path, default=None, help="write the result file here")
     v.set_defaults(bench_func=_serve)
 
+
+def _add_all(sub: Any) -> None:
     a = sub.add_parser(
         "all", help="on a GPU: the kernel sweeps, then bench train, then bench generate; every result file, "
         "the plots and one REPORT.md in --out",
@@ -242,7 +261,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tritongpt.engine.serving.cli import build
+    from tritongpt.engine.generation.serving.cli import build
 
     from . import serve as sb
     from .results import check_output_file
@@ -279,7 +298,7 @@ def _train_arguments(args: argparse.Namespace) -> list[str]:
     """The checks of ``bench train`` that need no model: each raises ``ValueError`` naming the argument."""
     import torch
 
-    from tritongpt.engine.config import GPTConfig
+    from tritongpt.engine.model.config import GPTConfig
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     bad = [b for b in backends if b not in TRAIN_BACKENDS]

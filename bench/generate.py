@@ -30,7 +30,8 @@ import torch
 from tritongpt.engine.environment import EnvironmentRecorder, cpu_model, format_environment_line, throttle_warning
 
 from .launches import count_launches
-from .results import _quantile, add_record, result_document  # noqa: F401  (re-exported)
+from .results import add_record, result_document
+from .timing import quantile, sync
 
 
 @dataclass
@@ -59,11 +60,6 @@ def device_name(device: torch.device) -> str:
     return f"CPU: {cpu_model()}, {torch.get_num_threads()} threads"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def streaming_read_bandwidth(device: torch.device, nbytes: int | None = None, repeats: int = 5) -> dict[str, float]:
     """Best read rate seen (GB/s) over a buffer far larger than the caches: a full reduction and a
     GEMV (the decode step's own access pattern). The larger of the two is the reference. The buffer
@@ -79,10 +75,10 @@ def streaming_read_bandwidth(device: torch.device, nbytes: int | None = None, re
         fn()
         best = float("inf")
         for _ in range(repeats):
-            _sync(device)
+            sync(device)
             t = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             best = min(best, time.perf_counter() - t)
         out[f"{name}_gbs"] = moved / best / 1e9
     out["best_gbs"] = max(out["sum_gbs"], out["gemv_gbs"])
@@ -108,7 +104,7 @@ def time_ours(model, prompts: list[list[int]], n: int, repeats: int, compile: bo
     generate(model, prompts, n, temperature=0, compile=compile)  # warm-up: capture, autotune, compile
     ttfts, itls, e2e = [], [], []
     for _ in range(repeats):
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         marks = []
         for row, _tok in stream(model, prompts, n, temperature=0, compile=compile):
@@ -116,10 +112,10 @@ def time_ours(model, prompts: list[list[int]], n: int, repeats: int, compile: bo
                 marks.append(time.perf_counter())
         ttfts.append(marks[0] - t0)
         itls += [b - a for a, b in zip(marks, marks[1:], strict=False)]
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         generate(model, prompts, n, temperature=0, compile=compile)
-        _sync(dev)
+        sync(dev)
         e2e.append(time.perf_counter() - t0)
     return dict(ttft=statistics.median(ttfts), itls=itls, e2e=statistics.median(e2e),
                 ttft_samples=ttfts, itl_samples=itls, e2e_samples=e2e)
@@ -145,7 +141,7 @@ def time_hf(hf, prompts: list[list[int]], n: int, repeats: int) -> dict[str, Any
         ttfts, itls, e2e, itl_samples = [], [], [], []
         for _ in range(repeats):
             marks = Marks()
-            _sync(dev)
+            sync(dev)
             t0 = time.perf_counter()
             if ids.shape[0] == 1:  # streamers take batch 1 only
                 hf.generate(ids, max_new_tokens=n, min_new_tokens=n, streamer=marks, **kw)
@@ -155,10 +151,10 @@ def time_hf(hf, prompts: list[list[int]], n: int, repeats: int) -> dict[str, Any
                 e2e.append(steps[-1] - t0)
             else:
                 hf.generate(ids, max_new_tokens=1, **kw)
-                _sync(dev)
+                sync(dev)
                 t1 = time.perf_counter()
                 hf.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
-                _sync(dev)
+                sync(dev)
                 t2 = time.perf_counter()
                 ttfts.append(t1 - t0)
                 itl = (t2 - t1 - (t1 - t0)) / (n - 1)
@@ -171,7 +167,7 @@ def time_hf(hf, prompts: list[list[int]], n: int, repeats: int) -> dict[str, Any
 
 def count_step_launches(model, batch: int, context: int) -> tuple[int, float, int | None]:
     """Launches of one eager decode step at ``batch`` rows: total, mean per layer, CUDA-profiled total."""
-    from tritongpt.engine.kv_cache import KVCache
+    from tritongpt.engine.generation.kv_cache import KVCache
 
     w = model.transformer.wte.weight
     cache = KVCache.allocate(model.config, batch, max(context + 1, 2), dtype=w.dtype, device=w.device)
@@ -186,7 +182,7 @@ def count_step_launches(model, batch: int, context: int) -> tuple[int, float, in
 
 
 def _result(provider, B, P, n, t, nbytes, bw, launches=(None, None, None)) -> GenerateResult:
-    p50, p90 = _quantile(t["itls"], 0.5), _quantile(t["itls"], 0.9)
+    p50, p90 = quantile(t["itls"], 0.5, method="nearest"), quantile(t["itls"], 0.9, method="nearest")
     floor = nbytes / (bw["best_gbs"] * 1e9)
     return GenerateResult(
         provider, B, P, n, 1e3 * t["ttft"], 1e3 * p50, 1e3 * p90, B / statistics.mean(t["itls"]),
@@ -217,7 +213,7 @@ def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats:
     hf_model, hf_missing = None, None
     if hf:
         try:
-            from tritongpt.engine.weights import to_hf
+            from tritongpt.engine.model.weights import to_hf
 
             hf_model = to_hf(model)
         except ImportError as e:
@@ -253,7 +249,7 @@ def run(model, *, batches: list[int], prompt_len: int, new_tokens: int, repeats:
     doc["environment"] = env = rec.environment()
     if warning := throttle_warning(env):
         progress(warning)
-    doc["report"] = dict(  # the table, as earlier versions wrote it at the top level
+    doc["report"] = dict(  # the printed table, per row, for a reader of the file
         benchmark="generate", device=device_name(dev), dtype=dtype, backend=model.backend,
         params=model.num_parameters(), prompt_len=prompt_len, new_tokens=new_tokens, repeats=repeats,
         bandwidth=bw, torch=torch.__version__, results=[dataclasses.asdict(r) for r in results],

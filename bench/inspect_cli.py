@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import inspect as ins
+from . import static_check as ins
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -212,24 +212,12 @@ def gelu_linear_sweep(direction: str = "fwd", k: int = 768, n: int = 3072, dtype
                       providers: list[str] | None = None) -> Sweep:
     from tritongpt.kernels import gelu_linear
 
-    gelu = lambda t: F.gelu(F.linear(t["x"], t["weight"], t["bias"]), approximate="tanh")
-    ours = lambda t: gelu_linear(t["x"], t["weight"], t["bias"])
-    provs = {
-        "triton": kernel_paths.linear_path(None, ours),
-        **kernel_paths.linear_paths(direction, ours),
-        "cublas": lambda t: F.linear(t["x"], t["weight"], t["bias"]),  # the GEMM alone: the floor to beat
-        "cublas+gelu": gelu,
-        "torch.compile": _compiled(gelu),
-    }
-    # F.linear alone computes a different function: it is timed, not checked against the GELU reference.
-    return Sweep(
-        name=f"gelu_linear-{direction}-{dtype}-{k}x{n}", kernel="gelu_linear", direction=direction,
-        title=f"gelu(x @ W^T + b) {direction}, {dtype}, K={k} -> N={n}", x_name="M", metric="tflops",
-        bound="compute", dtype=dtype, points=[{"x": m, "M": m, "K": k, "N": n, "dtype": dtype} for m in xs],
-        setup=_linear_setup(k, n, dtype, False), providers=_only(provs, providers), reference=gelu,
-        flops=lambda p: metrics.linear_flops(p["M"], n, k, direction),
-        nbytes=lambda p: metrics.linear_bytes(p["M"], n, k, dtype, direction),
-        wrt=("x", "weight", "bias"), skip=_linear_skip, reset=kernel_paths.reset_linear_path)
+    return _epilogue_sweep(
+        "gelu_linear", direction, k, n, dtype, xs, providers, residual=False,
+        ours=lambda t: gelu_linear(t["x"], t["weight"], t["bias"]),
+        eager=("cublas+gelu", lambda t: F.gelu(F.linear(t["x"], t["weight"], t["bias"]), approximate="tanh")),
+        name=f"gelu_linear-{direction}-{dtype}-{k}x{n}",
+        title=f"gelu(x @ W^T + b) {direction}, {dtype}, K={k} -> N={n}")
 
 
 def linear_sweep(direction: str = "fwd", k: int = 3072, n: int = 768, dtype: str = "bfloat16",
@@ -237,23 +225,36 @@ def linear_sweep(direction: str = "fwd", k: int = 3072, n: int = 768, dtype: str
                  providers: list[str] | None = None) -> Sweep:
     from tritongpt.kernels import linear
 
-    eager = lambda t: F.linear(t["x"], t["weight"], t["bias"]) + t["residual"]
-    ours = lambda t: linear(t["x"], t["weight"], t["bias"], t["residual"])
+    return _epilogue_sweep(
+        "linear", direction, k, n, dtype, xs, providers, residual=True,
+        ours=lambda t: linear(t["x"], t["weight"], t["bias"], t["residual"]),
+        eager=("cublas+add", lambda t: F.linear(t["x"], t["weight"], t["bias"]) + t["residual"]),
+        name=f"linear-{direction}-{dtype}-{k}x{n}-residual",
+        title=f"x @ W^T + b + residual {direction}, {dtype}, K={k} -> N={n}")
+
+
+def _epilogue_sweep(kernel: str, direction: str, k: int, n: int, dtype: str, xs: tuple[int, ...],
+                    providers: list[str] | None, *, residual: bool, ours: Callable, eager: tuple[str, Callable],
+                    name: str, title: str) -> Sweep:
+    """A GEMM with a fused epilogue (gelu_linear, linear + residual) against the same in eager PyTorch
+    (``eager``: its provider name and function, also the reference) and torch.compile of it. ``cublas``, the
+    GEMM alone, is the floor to beat; it computes a different function, so it is timed, not checked."""
+    eager_name, eager_fn = eager
     provs = {
         "triton": kernel_paths.linear_path(None, ours),
         **kernel_paths.linear_paths(direction, ours),
-        "cublas": lambda t: F.linear(t["x"], t["weight"], t["bias"]),  # the GEMM alone, no residual
-        "cublas+add": eager,
-        "torch.compile": _compiled(eager),
+        "cublas": lambda t: F.linear(t["x"], t["weight"], t["bias"]),
+        eager_name: eager_fn,
+        "torch.compile": _compiled(eager_fn),
     }
     return Sweep(
-        name=f"linear-{direction}-{dtype}-{k}x{n}-residual", kernel="linear", direction=direction,
-        title=f"x @ W^T + b + residual {direction}, {dtype}, K={k} -> N={n}", x_name="M", metric="tflops",
+        name=name, kernel=kernel, direction=direction, title=title, x_name="M", metric="tflops",
         bound="compute", dtype=dtype, points=[{"x": m, "M": m, "K": k, "N": n, "dtype": dtype} for m in xs],
-        setup=_linear_setup(k, n, dtype, True), providers=_only(provs, providers), reference=eager,
+        setup=_linear_setup(k, n, dtype, residual), providers=_only(provs, providers), reference=eager_fn,
         flops=lambda p: metrics.linear_flops(p["M"], n, k, direction),
-        nbytes=lambda p: metrics.linear_bytes(p["M"], n, k, dtype, direction, residual=True),
-        wrt=("x", "weight", "bias", "residual"), skip=_linear_skip, reset=kernel_paths.reset_linear_path)
+        nbytes=lambda p: metrics.linear_bytes(p["M"], n, k, dtype, direction, residual=residual),
+        wrt=("x", "weight", "bias") + (("residual",) if residual else ()), skip=_linear_skip,
+        reset=kernel_paths.reset_linear_path)
 
 
 # ---- decode attention ----------------------------------------------------------------------------

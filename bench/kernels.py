@@ -27,7 +27,7 @@ from tritongpt.engine.gpu_peaks import DevicePeak
 
 from . import metrics
 from .kernel_cases import Sweep
-from .timing import Timing, time_gpu
+from .timing import Timing, sync, time_gpu
 
 OURS = "triton"
 ERR_FLOOR = {"float16": 5e-3, "bfloat16": 3e-2, "float32": 1e-4}
@@ -138,11 +138,6 @@ def _peak_since(device: torch.device, before: int) -> int | None:
     return torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _do_bench_median(r: dict[str, Any]) -> float:
     """A record's L2-flushed do_bench median: its own median, or the one a CUDA-graph re-timing kept."""
     return (r.get("timer_note") or {}).get("do_bench_median_s", r["median_s"])
@@ -196,18 +191,10 @@ def run_point(sweep: Sweep, p: dict[str, Any], device: torch.device, timer: Time
             skipped.append({"name": name, "reason": reason})
             continue
         try:
-            # The first call (compile, autotune; for a backward the forward too) is the warm-up the record
-            # reports: the timer's own warm-up call comes after it and would only time a steady-state call.
-            t0 = time.perf_counter()
-            mem0 = _reset_peak(device)
-            thunk = make_thunk(sweep, fn, base, douts)
-            out = thunk()
-            _sync(device)
-            first_s = time.perf_counter() - t0
-            peak_mem = _peak_since(device, mem0)
-            if ref is not None and prov not in sweep.unchecked:
-                errs[prov] = error(out, ref)
-            del out
+            thunk, first_s, peak_mem, err = _first_call(sweep, fn, device, (base, douts),
+                                                        None if prov in sweep.unchecked else ref)
+            if err is not None:
+                errs[prov] = err
             timing = timer(thunk, sweep)
         except Exception as e:  # a provider that cannot run here is skipped, ours failing is a failure
             _free(device)
@@ -217,23 +204,58 @@ def run_point(sweep: Sweep, p: dict[str, Any], device: torch.device, timer: Time
             continue
         finally:
             sweep.reset()
-        med = timing.median_s
-        flops, nbytes = sweep.flops(p), sweep.nbytes(p)
-        records.append({
-            "name": name, "sweep": sweep.name, "kernel": sweep.kernel, "direction": sweep.direction,
-            "provider": prov, "params": {k: v for k, v in p.items() if k != "x"}, "x_name": sweep.x_name,
-            # 5 significant digits: CUDA events resolve ~0.5 us, and a full suite keeps ~10^5 samples
-            "x": p["x"], "samples": [float(f"{x:.5g}") for x in timing.samples],
-            "timer": timing.timer, "l2": timing.l2,
-            "warmup_s": first_s, "peak_memory_bytes": peak_mem, "median_s": med, "q20_s": timing.quantile(0.2),
-            "q80_s": timing.quantile(0.8), "flops": flops, "bytes": nbytes,
-            **metrics.derive(med, flops, nbytes, sweep.bound, peak, sweep.dtype), "bound": sweep.bound,
-            "max_abs_err": errs[prov][1] if prov in errs else None,
-            "max_err": errs[prov][0] if prov in errs else None, "tolerance": None, "accurate": None, "speedup": {},
-            **({"do_bench_samples": [float(f"{x:.5g}") for x in timing.extra.pop("do_bench_samples")]}
-               if "do_bench_samples" in timing.extra else {}),
-            **({"timer_note": timing.extra} if timing.extra else {}),
-        })
+        records.append(_record(sweep, p, name, prov, timing, first_s, peak_mem, err, peak))
+    failures += _judge_point(sweep, records, errs)
+    for r in records:
+        log(format_record(r))
+    return records, skipped, failures
+
+
+def _first_call(sweep: Sweep, fn: Callable, device: torch.device, inputs: tuple[dict, tuple | None],
+                ref: tuple | None) -> tuple[Callable[[], Any], float, int | None, tuple[float, float] | None]:
+    """One provider's first call at one point: (the thunk to time, the call's seconds, its peak memory, its
+    error against ``ref``; None without one)."""
+    base, douts = inputs
+    # The first call (compile, autotune; for a backward the forward too) is the warm-up the record
+    # reports: the timer's own warm-up call comes after it and would only time a steady-state call.
+    t0 = time.perf_counter()
+    mem0 = _reset_peak(device)
+    thunk = make_thunk(sweep, fn, base, douts)
+    out = thunk()
+    sync(device)
+    first_s = time.perf_counter() - t0
+    peak_mem = _peak_since(device, mem0)
+    err = error(out, ref) if ref is not None else None
+    del out
+    return thunk, first_s, peak_mem, err
+
+
+def _record(sweep: Sweep, p: dict[str, Any], name: str, prov: str, timing: Timing, first_s: float,
+            peak_mem: int | None, err: tuple[float, float] | None, peak: DevicePeak | None) -> dict[str, Any]:
+    """A provider's record at one point; tolerance, accuracy and speedups are filled in by ``_judge_point``."""
+    med = timing.median_s
+    flops, nbytes = sweep.flops(p), sweep.nbytes(p)
+    return {
+        "name": name, "sweep": sweep.name, "kernel": sweep.kernel, "direction": sweep.direction,
+        "provider": prov, "params": {k: v for k, v in p.items() if k != "x"}, "x_name": sweep.x_name,
+        # 5 significant digits: CUDA events resolve ~0.5 us, and a full suite keeps ~10^5 samples
+        "x": p["x"], "samples": [float(f"{x:.5g}") for x in timing.samples],
+        "timer": timing.timer, "l2": timing.l2,
+        "warmup_s": first_s, "peak_memory_bytes": peak_mem, "median_s": med, "q20_s": timing.quantile(0.2),
+        "q80_s": timing.quantile(0.8), "flops": flops, "bytes": nbytes,
+        **metrics.derive(med, flops, nbytes, sweep.bound, peak, sweep.dtype), "bound": sweep.bound,
+        "max_abs_err": err[1] if err is not None else None,
+        "max_err": err[0] if err is not None else None, "tolerance": None, "accurate": None, "speedup": {},
+        **({"do_bench_samples": [float(f"{x:.5g}") for x in timing.extra.pop("do_bench_samples")]}
+           if "do_bench_samples" in timing.extra else {}),
+        **({"timer_note": timing.extra} if timing.extra else {}),
+    }
+
+
+def _judge_point(sweep: Sweep, records: list[dict[str, Any]], errs: dict[str, tuple[float, float]]) -> list[str]:
+    """Accuracy against the tolerance (twice the best baseline's error, never below the dtype's floor) and our
+    speedups, written into ``records``; returns our kernel's accuracy failures."""
+    failures = []
     baseline_errs = [e[0] for prov, e in errs.items() if not is_ours(prov)]
     tol = max(ERR_FLOOR.get(sweep.dtype, 1e-4), 2 * min(baseline_errs) if baseline_errs else 0.0)
     by_prov = {r["provider"]: r for r in records}
@@ -248,8 +270,7 @@ def run_point(sweep: Sweep, p: dict[str, Any], device: torch.device, timer: Time
     for r in records:
         if r["max_err"] is not None and not math.isfinite(r["max_err"]):  # NaN/inf output: keep the JSON strict
             r.update(max_err=None, max_abs_err=None, nonfinite_output=True)
-        log(format_record(r))
-    return records, skipped, failures
+    return failures
 
 
 def format_record(r: dict[str, Any]) -> str:

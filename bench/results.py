@@ -33,6 +33,8 @@ from typing import Any
 from tritongpt.engine.fsutil import atomic_path, atomic_write_text, fsync_dir, temp_file
 from tritongpt.engine.gpu_peaks import lookup
 
+from .timing import quantile
+
 SCHEMA = "tritongpt-bench/1"
 METRICS = {"tflops": "TFLOP/s", "gbs": "GB/s"}
 DEFAULT_DIR = Path("bench/results")
@@ -299,11 +301,10 @@ def write_results(result: dict[str, Any], out_dir: str | Path = DEFAULT_DIR) -> 
 def summary_stats(record: dict[str, Any]) -> tuple[float, float, float]:
     """(median, q20, q80) in seconds: the record's own values, else computed from its samples."""
     s = record["samples"]
-    q = statistics.quantiles(s, n=5, method="inclusive")  # linear interpolation, as numpy/torch quantile
     med = record.get("median_s")
     q20, q80 = record.get("q20_s"), record.get("q80_s")
-    return (med if med is not None else statistics.median(s), q20 if q20 is not None else q[0],
-            q80 if q80 is not None else q[3])
+    return (med if med is not None else statistics.median(s), q20 if q20 is not None else quantile(s, 0.2),
+            q80 if q80 is not None else quantile(s, 0.8))
 
 
 def _cell(v: Any) -> str:
@@ -502,11 +503,6 @@ def save(result: dict[str, Any], out_dir: str | Path = DEFAULT_DIR) -> dict[str,
 # ---------------------------------------------------------------------------------------------------------------
 # building a result (the suites)
 
-def _quantile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
-
-
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -527,5 +523,5 @@ def add_record(doc: dict[str, Any], name: str, samples: list[float], **fields: A
                                "(raise --repeats / --steps)"})
         return
     doc["benchmarks"].append({"name": name, **fields, "samples": samples, "timer": "wall",
-                              "median_s": statistics.median(samples), "q20_s": _quantile(samples, 0.2),
-                              "q80_s": _quantile(samples, 0.8)})
+                              "median_s": statistics.median(samples), "q20_s": quantile(samples, 0.2, method="nearest"),
+                              "q80_s": quantile(samples, 0.8, method="nearest")})

@@ -156,7 +156,7 @@ def run_sequential(model, prompts: list[list[int]], max_tokens: int) -> Summary:
 def run(served, *, requests: int, clients: int, prompt_len: int, max_tokens: int, seed: int = 0,
         progress=print) -> dict[str, Any]:
     """Both modes on ``served`` (a ``ServedModel`` whose scheduler is not started); the result document."""
-    from tritongpt.engine.serving.server import BackgroundServer
+    from tritongpt.engine.generation.serving.server import BackgroundServer
 
     from .generate import device_name
 

@@ -232,7 +232,7 @@ def _expectations(v: Any) -> dict[str, bool]:
 
 
 def inspect(variants: list, targets: Iterable[str], *, jobs: int | None = None, use_cache: bool = True,
-            progress: bool = True, source: str = "tritongpt.bench.inspect:all_variants") -> list[dict[str, Any]]:
+            progress: bool = True, source: str = "tritongpt.bench.static_check:all_variants") -> list[dict[str, Any]]:
     """Compile (or fetch from the disk cache) every variant for every target it ships for.
 
     ``source`` ("module:function") rebuilds the same variants, by name, in the worker processes.
@@ -254,8 +254,8 @@ def inspect(variants: list, targets: Iterable[str], *, jobs: int | None = None, 
             if use_cache and f.exists():
                 try:
                     rec = json.loads(f.read_text())
-                    # The cache key already hashes the kernel's source file, so the record is
-                    # from the current source (older cache files lack this field).
+                    # The cache key hashes the kernel's source, so the record is from the current
+                    # source; set here because cache files written without this field stay valid.
                     rec["source"] = _source_key(v.fn)[:16]
                     rec.update(_expectations(v))
                     results[(i, cc)] = rec

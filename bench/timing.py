@@ -21,7 +21,10 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 GRAPH_BELOW_S = 20e-6  # kernels faster than this are timed with the CUDA-graph timer
 
@@ -42,31 +45,47 @@ class Timing:
         return quantile(self.samples, q)
 
 
-def quantile(xs: list[float], q: float) -> float:
-    """Linear-interpolated quantile (the definition numpy and Triton use)."""
+def quantile(xs: list[float], q: float, *, method: str = "linear") -> float:
+    """The ``q`` quantile (0..1) of ``xs``, at rank ``q * (n - 1)`` of the sorted samples.
+
+    ``method="linear"`` interpolates between the two ranks around it (the definition numpy and Triton use):
+    the kernel suites' ``q20_s``/``q80_s`` and ``bench serve``'s percentiles. ``method="nearest"`` takes the
+    sample at the rank rounded half up, so the figure is always one measured sample: the wall-clock records
+    (``add_record``: generate, train, serve) and ``bench generate``'s ITL p50/p90 are defined that way in
+    every result file, and comparing files across versions needs the definition to stay fixed.
+    """
     if not xs:
         raise ValueError("quantile of no samples")
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q: expected 0..1, got {q}")
+    if method not in ("linear", "nearest"):
+        raise ValueError(f"method: expected linear or nearest, got {method!r}")
     s = sorted(xs)
     pos = q * (len(s) - 1)
+    if method == "nearest":
+        return s[min(len(s) - 1, int(pos + 0.5))]
     lo = int(pos)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def _sync() -> None:
+def sync(device: torch.device | None = None) -> None:
+    """Wait for the work queued on ``device`` (None: the current CUDA device), so that a
+    host clock read next includes it. A CPU device has nothing queued: its ops return when done."""
     import torch
 
-    torch.cuda.synchronize()
+    if device is None:
+        torch.cuda.synchronize()
+    elif device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _warmup(fn: Callable[[], Any]) -> float:
     """Wall time of the first call: compile + autotune + one run."""
-    _sync()
+    sync()
     t0 = time.perf_counter()
     fn()
-    _sync()
+    sync()
     return time.perf_counter() - t0
 
 
@@ -80,7 +99,7 @@ def _events_loop(fn: Callable[[], Any], rep_ms: float, flush: bool) -> list[floa
     for _ in range(5):
         fn()
     end.record()
-    _sync()
+    sync()
     estimate = max(start.elapsed_time(end) / 5, 1e-3)
     n = max(3, int(rep_ms / estimate))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
@@ -91,7 +110,7 @@ def _events_loop(fn: Callable[[], Any], rep_ms: float, flush: bool) -> list[floa
         starts[i].record()
         fn()
         ends[i].record()
-    _sync()
+    sync()
     return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends, strict=True)]
 
 

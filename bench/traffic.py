@@ -106,23 +106,21 @@ def _install() -> None:
         m = np.broadcast_to(mask.data, addr.shape)
         into.append((addr[m].astype(np.int64).ravel(), size))
 
-    def create_masked_load(self, *args, **kwargs):
-        if _ACTIVE:
-            ptrs = args[0] if args else kwargs["ptrs"]
-            mask = args[1] if len(args) > 1 else kwargs["mask"]
-            _record(_ACTIVE[-1]._loads, ptrs, mask)
-        return orig_load(self, *args, **kwargs)
+    def counted(orig, mask_at: int, kind: str):
+        """``orig`` that first records its accesses into the innermost ``count_traffic`` block's ``kind`` list;
+        the mask is argument ``mask_at`` (a store's value sits between its pointers and mask)."""
+        def create(self, *args, **kwargs):
+            if _ACTIVE:
+                ptrs = args[0] if args else kwargs["ptrs"]
+                mask = args[mask_at] if len(args) > mask_at else kwargs["mask"]
+                _record(getattr(_ACTIVE[-1], kind), ptrs, mask)
+            return orig(self, *args, **kwargs)
 
-    def create_masked_store(self, *args, **kwargs):
-        if _ACTIVE:
-            ptrs = args[0] if args else kwargs["ptrs"]
-            mask = args[2] if len(args) > 2 else kwargs["mask"]
-            _record(_ACTIVE[-1]._stores, ptrs, mask)
-        return orig_store(self, *args, **kwargs)
+        return create
 
-    create_masked_load._tritongpt_traffic = True  # type: ignore[attr-defined]
-    b.create_masked_load = create_masked_load
-    b.create_masked_store = create_masked_store
+    b.create_masked_load = counted(orig_load, 1, "_loads")
+    b.create_masked_load._tritongpt_traffic = True  # type: ignore[attr-defined]
+    b.create_masked_store = counted(orig_store, 2, "_stores")
 
 
 @contextlib.contextmanager

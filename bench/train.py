@@ -31,9 +31,9 @@ import torch
 
 from tritongpt.engine.environment import EnvironmentRecorder, format_environment_line, throttle_warning
 
-from .generate import _sync
 from .memory import largest_fitting, resident_bytes, step_peak_bytes
 from .results import add_record, result_document
+from .timing import sync
 
 LOSSES = ("fused", "plain")
 PLAIN_SUFFIX = "/plain-loss"
@@ -88,7 +88,7 @@ class _Stepper:
     def __init__(self, preset: str, row: Row, block: int | None, device: torch.device):
         from tritongpt.engine import GPT
         from tritongpt.engine.train import make_optimizer
-        from tritongpt.engine.train_config import TrainConfig
+        from tritongpt.engine.train.train_config import TrainConfig
 
         torch.manual_seed(0)
         overrides = {"dropout": 0.0, **({"block_size": block} if block else {})}
@@ -109,19 +109,19 @@ class _Stepper:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
         """(forward, backward, optimizer) seconds of one step."""
         dev = self.device
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         with torch.autocast(dev.type, torch.bfloat16, enabled=self.amp):
             loss = self.step_model(x, y, return_logits=self.return_logits)[1]
-        _sync(dev)
+        sync(dev)
         t1 = time.perf_counter()
         loss.backward()
-        _sync(dev)
+        sync(dev)
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        _sync(dev)
+        sync(dev)
         return t1 - t0, t2 - t1, time.perf_counter() - t2
 
     def footprint(self, x: torch.Tensor, y: torch.Tensor) -> int:

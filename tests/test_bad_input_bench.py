@@ -12,9 +12,9 @@ import types
 import pytest
 
 from tritongpt.bench import compare as cmp
-from tritongpt.bench import gate
-from tritongpt.bench import inspect as ins
+from tritongpt.bench import inspect_cli
 from tritongpt.bench import results as R
+from tritongpt.bench import static_check as ins
 from tritongpt.engine.cli import main
 
 SCHEMA = R.SCHEMA
@@ -345,8 +345,8 @@ def test_output_checks_create_nothing(tmp_path):
 
 def test_gate_helpers_directly():
     with pytest.raises(ValueError, match="--targets"):
-        gate.parse_targets(",")
-    assert gate.parse_targets("sm_80, sm_80,sm_90a") == ["sm_80", "sm_90a"]
+        inspect_cli.parse_targets(",")
+    assert inspect_cli.parse_targets("sm_80, sm_80,sm_90a") == ["sm_80", "sm_90a"]
 
 
 def test_compare_a_file_with_itself_fails(tmp_path, capsys):

@@ -74,6 +74,17 @@ def test_quantile_matches_numpy():
         time_wall(lambda: None, repeats=1)
 
 
+def test_nearest_quantile_is_a_measured_sample_rounded_half_up():
+    """The wall-clock records' definition (q20_s/q80_s of ``add_record``, generate's ITL p50/p90): fixed, so
+    result files written by any version compare."""
+    xs = [0.3, 0.1, 0.2, 0.4]
+    assert [quantile(xs, q, method="nearest") for q in (0.0, 0.2, 0.5, 0.8, 1.0)] == [0.1, 0.2, 0.3, 0.3, 0.4]
+    assert quantile([0.3, 0.1, 0.2], 0.25, method="nearest") == 0.2  # rank 0.5 rounds up, not to even
+    for bad in ({"xs": [], "q": 0.5}, {"xs": xs, "q": 1.5}, {"xs": xs, "q": 0.5, "method": "midpoint"}):
+        with pytest.raises(ValueError):
+            quantile(**bad)
+
+
 def test_default_sweeps_cover_the_issue():
     sweeps = kc.default_sweeps()
     names = {s.name for s in sweeps}

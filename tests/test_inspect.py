@@ -1,4 +1,4 @@
-"""The compile-only and traffic gate (bench/inspect.py, bench/gate.py) must be able to fail."""
+"""The compile-only and traffic gate (bench/static_check.py, bench/inspect_cli.py) must be able to fail."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tritongpt.bench import inspect as ins
+from tritongpt.bench import static_check as ins
 
 SOURCE = "gate_fixtures:bad_variants"
 
@@ -141,7 +141,7 @@ def test_cli_check_fails_on_a_regression_and_prints_the_replacement(tmp_path, ca
     assert main(args + ["--write-baseline", str(tmp_path / "b.json")]) == 0
     base = json.loads((tmp_path / "b.json").read_text())
     (rec,) = base["records"].values()
-    rec["registers"] -= 20  # the committed figure was better: now a regression
+    rec["registers"] -= 20  # the committed figure is 20 lower: this run reads as a regression
     (tmp_path / "b.json").write_text(json.dumps(base))
     capsys.readouterr()
     assert main(args + ["--check", str(tmp_path / "b.json"), "--json", str(tmp_path / "new.json")]) == 1
@@ -175,7 +175,7 @@ def test_committed_baseline_covers_every_shipped_variant():
 
 _COMPILE_ONE = """
 import sys
-from tritongpt.bench import inspect as ins
+from tritongpt.bench import static_check as ins
 variants = {v.name: v for v in ins.all_variants()}
 for name in sys.argv[1:]:
     v = variants[name]
@@ -187,7 +187,7 @@ print(s.registers, s.sass_instructions)
 
 @pytest.mark.kernel
 def test_a_record_does_not_depend_on_what_the_process_compiled_before(tmp_path):
-    """Triton < 3.4 leaves an LLVM option on after a process's first compile, which changed the data
+    """Triton < 3.4 leaves an LLVM option on after a process's first compile, which changes the data
     layout (and ~10% of the registers) of every later one: records must not depend on compile order."""
     import os
     import subprocess
