@@ -1,6 +1,6 @@
-"""The command line's former home: ``tritongpt.cli`` is the module now; ``from tritongpt.engine.cli import main``
-and ``python -m tritongpt.engine.cli`` keep working through this alias, which reaches up to it only when
-used (the one import from the engine to the layer above, see tests/test_structure.py)."""
+"""An alias of the command line, ``tritongpt.cli``: ``from tritongpt.engine.cli import main`` and
+``python -m tritongpt.engine.cli`` work through it. It reaches up to ``tritongpt.cli`` only when a name is used
+(the one import from the engine to the layer above, see tests/test_structure.py)."""
 
 from __future__ import annotations
 

@@ -40,25 +40,25 @@ DEMO_OUT = "out/demo"
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.finetune:
-        from tritongpt.engine.finetune_demo import run_finetune_demo
+        from tritongpt.engine.train.finetune_demo import run_finetune_demo
 
         run_finetune_demo(args.out if args.out != DEMO_OUT else "out/finetune-demo")
         return 0
-    from tritongpt.engine.demo import run_demo
+    from tritongpt.engine.train.demo import run_demo
 
     run_demo(out=args.out, data=args.data, config=args.config, iters=args.iters)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tritongpt.engine.train import main as train_main
+    from tritongpt.engine.train.command import main as train_main
 
     return train_main(args)
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from tritongpt.engine.config import GPTConfig, preset_names
-    from tritongpt.engine.demo import count_preset
+    from tritongpt.engine.model.config import GPTConfig, preset_names
+    from tritongpt.engine.train.demo import count_preset
 
     for name in preset_names():
         cfg = GPTConfig.from_preset(name)
@@ -68,21 +68,23 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from tritongpt.bench.gate import main as gate_main
+    from tritongpt.bench.inspect_cli import main as gate_main
 
     return gate_main(args)
 
 
 # Subcommands whose module provides ``add_arguments(parser)`` and ``main(args) -> exit code``.
 MODULE_COMMANDS = (
-    ("prepare", "tokenize a corpus (shakespeare, text, .jsonl, .jsonl.zst) into shards", "tritongpt.engine.prepare"),
+    ("prepare", "tokenize a corpus (shakespeare, text, .jsonl, .jsonl.zst) into shards",
+     "tritongpt.engine.data.prepare"),
     ("finetune", "fine-tune a pretrained GPT: classify (a classification head) or instruct (Alpaca-style "
-     "instructions), with metrics, plots and the fine-tuned model", "tritongpt.engine.finetune"),
-    ("classify", "label texts with a classifier from `tritongpt finetune classify`", "tritongpt.engine.classify_cli"),
+     "instructions), with metrics, plots and the fine-tuned model", "tritongpt.engine.train.finetune"),
+    ("classify", "label texts with a classifier from `tritongpt finetune classify`",
+     "tritongpt.engine.generation.classify_cli"),
     ("generate", "generate text with the KV cache (streaming, sampling, stop strings)",
-     "tritongpt.engine.generate_cli"),
+     "tritongpt.engine.generation.generate_cli"),
     ("serve", "an OpenAI-compatible HTTP server: continuous batching over a paged KV cache, streaming, metrics",
-     "tritongpt.engine.serving.cli"),
+     "tritongpt.engine.generation.serving.cli"),
     ("bench", "benchmark suites: kernels, train, generate, all (GPU), report, compare", "tritongpt.bench.cli"),
 )
 
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("inspect", help="compile every kernel for sm_80/sm_89/sm_90a without a GPU: registers, "
                        "spills, shared memory, occupancy, tensor cores; counted traffic; the CI speed gate")
-    from tritongpt.bench.gate import add_arguments
+    from tritongpt.bench.inspect_cli import add_arguments
 
     add_arguments(s)
     s.set_defaults(func=_cmd_inspect)

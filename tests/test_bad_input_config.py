@@ -13,11 +13,11 @@ import torch
 
 from tritongpt.engine import GPT, GPTConfig
 from tritongpt.engine.cli import main
-from tritongpt.engine.config import load_preset, preset_names
 from tritongpt.engine.devices import resolve_device
+from tritongpt.engine.model.config import load_preset, preset_names
+from tritongpt.engine.model.weights import CheckpointError
 from tritongpt.engine.schema import rules
-from tritongpt.engine.train_config import TrainConfig, load_run_config
-from tritongpt.engine.weights import CheckpointError
+from tritongpt.engine.train.train_config import TrainConfig, load_run_config
 
 MODEL = "[model]\nblock_size = 16\nn_layer = 1\nn_head = 2\nn_embd = 16\n"
 TRAIN = "[train]\nmax_iters = 2\nsample_tokens = 0\nplot = false\n"

@@ -11,9 +11,9 @@ import torch
 
 from tritongpt.engine import GPT, GPTConfig, assets, generate, stream
 from tritongpt.engine.cli import main
+from tritongpt.engine.data.tokenizer import CharTokenizer, GPT2Tokenizer, TokenizerError, load_tokenizer
 from tritongpt.engine.generation import validate_request
-from tritongpt.engine.sampling import SamplingParams, sample
-from tritongpt.engine.tokenizer import CharTokenizer, GPT2Tokenizer, TokenizerError, load_tokenizer
+from tritongpt.engine.generation.sampling import SamplingParams, sample
 
 CHARS = string.ascii_lowercase[:20]  # the tokenizer: 20 ids, under a model of 80
 SAMPLED = [dict(temperature=1.0), dict(temperature=0.7, top_k=50), dict(top_p=0.95, repetition_penalty=1.3),
@@ -318,7 +318,7 @@ def test_corrupt_zst_leaves_prepared_data_intact(prepared, capsys, tmp_path, dat
 
 
 def test_multi_frame_zst_reads_every_frame(tmp_path):
-    from tritongpt.engine.prepare import prepare
+    from tritongpt.engine.data.prepare import prepare
 
     src = tmp_path / "docs.jsonl.zst"
     src.write_bytes(zst(DOCS[: len(DOCS) // 3], DOCS[len(DOCS) // 3:]))  # a frame boundary inside a line

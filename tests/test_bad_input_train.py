@@ -15,13 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tritongpt.engine.cli import main
-from tritongpt.engine.config import GPTConfig
 from tritongpt.engine.data import DataError, TokenDataset, check_shard_ids
 from tritongpt.engine.fsutil import recover_leftovers
 from tritongpt.engine.model import GPT
+from tritongpt.engine.model.config import GPTConfig
+from tritongpt.engine.model.weights import CheckpointError
 from tritongpt.engine.train import run_warnings
-from tritongpt.engine.train_config import TrainConfig
-from tritongpt.engine.weights import CheckpointError
+from tritongpt.engine.train.train_config import TrainConfig
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 12
 

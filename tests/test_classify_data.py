@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tritongpt.engine.classify_data import (
+from tritongpt.engine.data.classify_data import (
     ClassifyDataError,
     Example,
     balance,

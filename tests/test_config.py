@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tritongpt.engine import GPT, GPTConfig
-from tritongpt.engine.config import load_preset, preset_names
+from tritongpt.engine.model.config import load_preset, preset_names
 
 
 def _count(name: str, **kw) -> int:

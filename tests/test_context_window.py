@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tritongpt.engine import GPT, generate, stream
-from tritongpt.engine.sampling import apply_repetition_penalty
+from tritongpt.engine.generation.sampling import apply_repetition_penalty
 
 BLOCK = 16
 PROMPT = [5, 17, 3, 60, 2]

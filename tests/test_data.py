@@ -1,4 +1,4 @@
-"""Shard format, TokenDataset and BatchSampler (engine/data.py), on small hand-written folders."""
+"""Shard format, TokenDataset and BatchSampler (engine/data/shards.py), on small hand-written folders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tritongpt.engine.data import (
+from tritongpt.engine.data.shards import (
     HEADER_SIZE,
     MAGIC,
     BatchSampler,

@@ -1,4 +1,4 @@
-"""Epoch sampling (engine/epoch_sampling.py, train.sampling = "epoch"): coverage, seeding, resume, DDP
+"""Epoch sampling (engine/data/epoch_sampling.py, train.sampling = "epoch"): coverage, seeding, resume, DDP
 slices, run length from epochs, the untouched random default, bad input, and one short training run."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 
 from tritongpt.engine.cli import main
 from tritongpt.engine.data import DataError, TokenDataset
-from tritongpt.engine.epoch_sampling import EpochSampler, epoch_sampler, steps_for_epochs, window_count
+from tritongpt.engine.data.epoch_sampling import EpochSampler, epoch_sampler, steps_for_epochs, window_count
 from tritongpt.engine.train import batch_rows, batch_source, run_warnings
-from tritongpt.engine.train_config import TrainConfig, load_run_config
+from tritongpt.engine.train.train_config import TrainConfig, load_run_config
 
 # (tokens, block_size, stride, batch_size, world_size, grad_accum)
 COMBOS = [
@@ -208,7 +208,7 @@ def test_epochs_without_epoch_sampling_is_refused():
 
 # ---- one short run ---------------------------------------------------------------------------------
 def test_train_one_epoch_covers_every_window(tmp_path, data, monkeypatch, capsys):
-    from tritongpt.engine import train_loop
+    from tritongpt.engine.train import train_loop
 
     seen: list[int] = []
     get = train_loop.Windows.get

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tritongpt.engine.cli import main
-from tritongpt.engine.tokenizer import CharTokenizer
+from tritongpt.engine.data.tokenizer import CharTokenizer
 
 
 def _hide(monkeypatch, *modules: str) -> None:
@@ -26,7 +26,7 @@ def _forget(monkeypatch, *modules: str) -> None:
 def test_serve_names_the_serve_extra(tmp_path, monkeypatch, capsys):
     tok = CharTokenizer(sorted(set(string.ascii_lowercase + " ")))
     path = tok.save(tmp_path / "tok.json")
-    _forget(monkeypatch, "tritongpt.engine.serving.server", "tritongpt.engine.serving.app")
+    _forget(monkeypatch, "tritongpt.engine.generation.serving.server", "tritongpt.engine.generation.serving.app")
     _hide(monkeypatch, "uvicorn", "fastapi")
     assert main(["serve", "--preset", "tiny", "--tokenizer", str(path)]) == 2
     err = capsys.readouterr().err

@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from tritongpt.engine import GPT, GPTConfig, assets
-from tritongpt.engine import finetune_fixtures as fx
-from tritongpt.engine.classifier import GPTClassifier, classify_text, load_classifier, set_trainable
 from tritongpt.engine.cli import main
-from tritongpt.engine.finetune_demo import bpe_base as bpe_base_model
-from tritongpt.engine.finetune_demo import char_base as char_base_model
-from tritongpt.engine.finetune_demo import pretrain
-from tritongpt.engine.finetune_demo import save_with_tokenizer as save_base
-from tritongpt.engine.instruct_data import format_instruction
-from tritongpt.engine.lora import add_lora, merge_lora
-from tritongpt.engine.tokenizer import CharTokenizer, GPT2Tokenizer
-from tritongpt.engine.weights import CheckpointError
+from tritongpt.engine.data import finetune_fixtures as fx
+from tritongpt.engine.data.instruct_data import format_instruction
+from tritongpt.engine.data.tokenizer import CharTokenizer, GPT2Tokenizer
+from tritongpt.engine.model.classifier import GPTClassifier, classify_text, load_classifier, set_trainable
+from tritongpt.engine.model.lora import add_lora, merge_lora
+from tritongpt.engine.model.weights import CheckpointError
+from tritongpt.engine.train.finetune_demo import bpe_base as bpe_base_model
+from tritongpt.engine.train.finetune_demo import char_base as char_base_model
+from tritongpt.engine.train.finetune_demo import pretrain
+from tritongpt.engine.train.finetune_demo import save_with_tokenizer as save_base
 
 PLAYS = ("julius_caesar", "merry_wives_of_windsor")
 
@@ -84,7 +84,7 @@ def test_last_real_token_pooling_with_padding():
     """Right-padded rows give the logits each text has alone: the last real token is read, never a pad."""
     m = _tiny_bpe_classifier().eval()
     rows = [[5, 6, 7, 8, 9], [3, 4], [11]]
-    from tritongpt.engine.classify_data import pad_batch
+    from tritongpt.engine.data.classify_data import pad_batch
 
     x, last = pad_batch(rows, pad_id=99)
     batched = m(x, last)
@@ -159,8 +159,8 @@ def test_instruct_end_to_end_learns_the_tasks(tmp_path, capsys, corpus):
 
 def test_untrained_model_matches_no_task(tmp_path, capsys, corpus):
     """The baseline the end-to-end test improves on: the pretrained model answers none exactly."""
-    from tritongpt.engine.finetune_config import FinetuneConfig
-    from tritongpt.engine.finetune_instruct import respond, score
+    from tritongpt.engine.train.finetune_config import FinetuneConfig
+    from tritongpt.engine.train.finetune_instruct import respond, score
 
     entries = fx.instruction_entries(20, seed=1)
     tok = CharTokenizer.from_text(corpus[:200_000] + "".join(format_instruction(e, "phi3") + e["output"]

@@ -9,9 +9,10 @@ import string
 import pytest
 import torch
 
-from tritongpt.engine import GPT, assets, generate, generation
+from tritongpt.engine import GPT, assets, generate
 from tritongpt.engine.cli import main
-from tritongpt.engine.tokenizer import CharTokenizer
+from tritongpt.engine.data.tokenizer import CharTokenizer
+from tritongpt.engine.generation import decoding
 
 CHARS = string.printable[:97]  # the tiny preset's vocabulary size
 STATS = re.compile(r"TTFT [\d.]+ ms \| [\d.]+ ms/token \| [\d.]+ tokens/s \| \d+ tokens")
@@ -147,13 +148,13 @@ def gpt2_ckpt(tmp_path_factory):
 
 
 def test_empty_prompt_starts_from_end_of_text(gpt2_ckpt, capsys, monkeypatch):
-    seen, real = [], generation.stream
+    seen, real = [], decoding.stream
 
     def spy(model, prompts, *args, **kwargs):  # records the token ids the CLI hands to generation
         seen.append(prompts)
         return real(model, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(generation, "stream", spy)
+    monkeypatch.setattr(decoding, "stream", spy)  # generate_cli reads it there, per call
     code, out, err = run(capsys, "--checkpoint", gpt2_ckpt, "--prompt", "", "--prompt", "Hi<|endoftext|>",
                          "--max-new-tokens", 5, "--seed", 0)
     assert code == 0 and STATS.search(err), err

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tritongpt.engine import GPT, generate, stream
-from tritongpt.engine.generation import DecodeRunner, batch_bucket, validate_request
-from tritongpt.engine.kv_cache import KVCache
-from tritongpt.engine.sampling import SamplingParams
+from tritongpt.engine.generation import DecodeRunner, batch_bucket, cpu_decode_layout, validate_request
+from tritongpt.engine.generation.kv_cache import KVCache
+from tritongpt.engine.generation.sampling import SamplingParams
 
 
 def tiny(block_size: int = 96, **kw) -> GPT:
@@ -73,7 +73,7 @@ def test_cached_runner_does_not_keep_its_model_alive():
     import gc
     import weakref
 
-    from tritongpt.engine import generation
+    from tritongpt.engine.generation import decoding
 
     m = tiny()
     req = validate_request(m, [[1, 2, 3]], 4, temperature=0)
@@ -81,11 +81,11 @@ def test_cached_runner_does_not_keep_its_model_alive():
     with torch.inference_mode():
         runner.start(req, torch.Generator())
         runner.step()
-    generation._RUNNERS.setdefault(m, {})["key"] = runner
+    decoding._RUNNERS.setdefault(m, {})["key"] = runner
     ref = weakref.ref(m)
     del m
     gc.collect()
-    assert ref() is None and not any(r is runner for v in generation._RUNNERS.values() for r in v.values())
+    assert ref() is None and not any(r is runner for v in decoding._RUNNERS.values() for r in v.values())
     with pytest.raises(ReferenceError):
         runner.step()
 
@@ -294,3 +294,20 @@ def test_compiled_decode_step_matches_eager():
     m = tiny()
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
     assert generate(m, prompts, 10, temperature=0, compile=True) == generate(m, prompts, 10, temperature=0)
+
+
+def test_cpu_decode_layout_is_read_from_the_weights():
+    # One CPU row decodes on column-major c_attn / c_fc / wte, more rows on row-major; the layout is whatever the
+    # strides say, and a move off the CPU leaves every matrix row-major (what the kernels and checkpoints expect).
+    m = tiny().eval()
+    moved = [m.transformer.h[0].attn.c_attn.weight, m.transformer.h[0].mlp.c_fc.weight, m.transformer.wte.weight]
+    ref = generate(m, [[1, 2, 3], [4, 5]], 6, temperature=0)
+    assert all(w.is_contiguous() for w in moved)
+    one = generate(m, [[1, 2, 3]], 6, temperature=0)
+    assert one == ref[:1] and all(w.t().is_contiguous() and not w.is_contiguous() for w in moved)
+    cpu_decode_layout(m, column_major=True)  # already so: nothing changes
+    assert all(w.t().is_contiguous() for w in moved)
+    assert generate(m, [[1, 2, 3], [4, 5]], 6, temperature=0) == ref and all(w.is_contiguous() for w in moved)
+    generate(m, [[1, 2, 3]], 2, temperature=0)
+    m.to("meta")
+    assert all(p.is_contiguous() for p in m.parameters() if p.dim() == 2)

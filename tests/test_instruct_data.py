@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from tritongpt.engine import format_instruction
-from tritongpt.engine.instruct_data import (
+from tritongpt.engine.data.instruct_data import (
     IGNORE_INDEX,
     EncodedExample,
     InstructionDataError,
@@ -19,7 +19,7 @@ from tritongpt.engine.instruct_data import (
     extract_response,
     load_instructions,
 )
-from tritongpt.engine.instruct_score import JudgeError, exact_match, judge, parse_score, rouge_l_f1
+from tritongpt.engine.train.instruct_score import JudgeError, exact_match, judge, parse_score, rouge_l_f1
 
 ENTRY = {"instruction": "Rewrite the sentence in passive voice.", "input": "The chef cooks the meal.",
          "output": "The meal is cooked by the chef."}

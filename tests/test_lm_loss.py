@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tritongpt.bench.memory import cpu_allocations
-from tritongpt.engine import GPT, GPTConfig, ops
+from tritongpt.engine import GPT, GPTConfig
+from tritongpt.engine.model import ops
 
 pytestmark = pytest.mark.kernel
 

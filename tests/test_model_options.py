@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from tritongpt.engine import GPT, CheckpointError, GPTConfig, KVCache
-from tritongpt.engine.weights import to_hf
+from tritongpt.engine.model.weights import to_hf
 
 
 def small(**kw) -> GPT:
@@ -280,8 +280,8 @@ def test_a_missing_path_is_never_looked_up_on_the_hub(tmp_path):
 def test_a_checkpoint_written_before_the_new_settings_still_resumes(tmp_path):
     """A training checkpoint whose model settings lack qkv_bias / tie_embeddings (written before they
     existed) matches a model with their defaults; a real difference is still refused."""
-    from tritongpt.engine import train_checkpoint as ckpt
-    from tritongpt.engine.weights import write_model_files
+    from tritongpt.engine.model.weights import write_model_files
+    from tritongpt.engine.train import train_checkpoint as ckpt
 
     model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
     write_model_files(model, tmp_path)

@@ -1,4 +1,4 @@
-"""`tritongpt prepare` (engine/prepare.py): sources, tokenizers, splits, streaming, workers, atomicity, no-op."""
+"""`tritongpt prepare` (engine/data/prepare.py): sources, tokenizers, splits, streaming, workers, atomicity, no-op."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import re
 import numpy as np
 import pytest
 
-from tritongpt.engine import assets, data
-from tritongpt.engine import prepare as prep
+from tritongpt.engine import assets
 from tritongpt.engine.data import BatchSampler, DataError, TokenDataset
-from tritongpt.engine.tokenizer import GPT2Tokenizer
+from tritongpt.engine.data import prepare as prep
+from tritongpt.engine.data import shards as data
+from tritongpt.engine.data.tokenizer import GPT2Tokenizer
 
 EOT = 50256
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n  All:\nSpeak, speak.\r\n"

@@ -1,4 +1,4 @@
-"""Weight-only int8 quantization of the GPT (engine/quantize.py): logits, generation, the CLI flag and the
+"""Weight-only int8 quantization of the GPT (engine/generation/quantize.py): logits, generation, the CLI flag and the
 perplexity cost, on both backends (triton under the interpreter on CPU).
 
 Tolerances: int8 per-channel rounding moves each weight by at most scale / 2 = absmax / 254, so the logits
@@ -18,11 +18,12 @@ import pytest
 import torch
 from conftest import DEVICE
 
-from tritongpt.engine import GPT, assets, generate, ops
+from tritongpt.engine import GPT, assets, generate
 from tritongpt.engine.cli import main
-from tritongpt.engine.config import GPTConfig
-from tritongpt.engine.quantize import QuantizedLinear, perplexity, quantize_int8, quantize_per_channel
-from tritongpt.engine.tokenizer import CharTokenizer
+from tritongpt.engine.data.tokenizer import CharTokenizer
+from tritongpt.engine.generation.quantize import QuantizedLinear, perplexity, quantize_int8, quantize_per_channel
+from tritongpt.engine.model import ops
+from tritongpt.engine.model.config import GPTConfig
 
 LOGIT_RTOL = 0.02  # of max |logit|
 PPL_RTOL = 0.01  # relative perplexity change, fp32 vs int8

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tritongpt.engine.sampling import (
+from tritongpt.engine.generation.sampling import (
     SamplingParams,
     apply_min_p,
     apply_repetition_penalty,

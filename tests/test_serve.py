@@ -21,10 +21,10 @@ import torch
 openai = pytest.importorskip("openai")
 
 from tritongpt.engine import GPT, GPTConfig, generate  # noqa: E402
-from tritongpt.engine.serving import PagedKVPool, Scheduler  # noqa: E402
-from tritongpt.engine.serving.app import ServedModel  # noqa: E402
-from tritongpt.engine.serving.server import BackgroundServer  # noqa: E402
-from tritongpt.engine.tokenizer import CharTokenizer  # noqa: E402
+from tritongpt.engine.data.tokenizer import CharTokenizer  # noqa: E402
+from tritongpt.engine.generation.serving import PagedKVPool, Scheduler  # noqa: E402
+from tritongpt.engine.generation.serving.app import ServedModel  # noqa: E402
+from tritongpt.engine.generation.serving.server import BackgroundServer  # noqa: E402
 
 TOK = CharTokenizer(sorted(set(string.printable)), eot=True)
 
@@ -282,8 +282,8 @@ def test_bench_serve_rejects_bad_sizes(capsys):
 def test_speculative_decoding_in_the_scheduler(temperature):
     """Prompt-lookup guesses checked in one forward per step: greedy output is exactly plain decoding's
     (and guesses were accepted on a repetitive prompt); sampled output is reproducible from the seed."""
-    from tritongpt.engine.sampling import SamplingParams
-    from tritongpt.engine.serving import Sequence
+    from tritongpt.engine.generation.sampling import SamplingParams
+    from tritongpt.engine.generation.serving import Sequence
 
     def run(speculate: int, prompt: list[int]) -> tuple[list[int], Scheduler]:
         served = _served()

@@ -12,8 +12,8 @@ import torch
 
 from tritongpt.engine import GPT, GPTConfig, KVCache, generate, speculative_generate
 from tritongpt.engine.cli import main
-from tritongpt.engine.speculative import verify
-from tritongpt.engine.tokenizer import CharTokenizer
+from tritongpt.engine.data.tokenizer import CharTokenizer
+from tritongpt.engine.generation.speculative import verify
 
 SPEC = re.compile(r"speculative: (\d+) draft tokens/step, (\d+)/(\d+) accepted \([\d.]+%\), (\d+) target forwards "
                   r"for (\d+) tokens")
@@ -194,7 +194,7 @@ def test_speculative_sampling_end_to_end_keeps_the_target_distribution():
     prompt = [1, 2, 3]
     kw = dict(temperature=0.8, top_k=6)
     with torch.no_grad():
-        from tritongpt.engine.sampling import SamplingParams, process_logits
+        from tritongpt.engine.generation.sampling import SamplingParams, process_logits
 
         params = SamplingParams(temperature=0.8, top_k=6)
         p1 = torch.softmax(process_logits(tgt(torch.tensor([prompt]))[:, -1], params), -1)[0]

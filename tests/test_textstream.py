@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tritongpt.engine.textstream import TextStream
-from tritongpt.engine.tokenizer import CharTokenizer, GPT2Tokenizer
+from tritongpt.engine.data.tokenizer import CharTokenizer, GPT2Tokenizer
+from tritongpt.engine.generation.textstream import TextStream
 
 TEXT = "Caf\u00e9 \U0001f642 \u4e16\u754c \u2014 na\u00efve \U0001f468\u200d\U0001f469\u200d\U0001f467 end"
 

@@ -1,7 +1,7 @@
 import pytest
 
 from tritongpt.engine import assets
-from tritongpt.engine.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
+from tritongpt.engine.data.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tritongpt.engine import run_state
 from tritongpt.engine.cli import main
-from tritongpt.engine.train import TrainingError, batch_rows, lr_at
-from tritongpt.engine.train_config import TrainConfig, load_run_config
-from tritongpt.engine.weights import CheckpointError
+from tritongpt.engine.model.weights import CheckpointError
+from tritongpt.engine.train import TrainingError, batch_rows, lr_at, run_state
+from tritongpt.engine.train.train_config import TrainConfig, load_run_config
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 60)
 
@@ -176,10 +175,10 @@ def test_signal_stops_a_run_that_only_skips(tmp_path, data, monkeypatch, capsys)
 def test_resume_takes_this_runs_optimizer_flags(tmp_path):
     """A checkpoint's param groups must not override the resuming optimizer's implementation flags
     (a CPU run's ``fused=None`` would turn a GPU run's fused AdamW off)."""
-    from tritongpt.engine import train_checkpoint as ckpt
-    from tritongpt.engine.config import GPTConfig
     from tritongpt.engine.model import GPT
+    from tritongpt.engine.model.config import GPTConfig
     from tritongpt.engine.train import make_optimizer
+    from tritongpt.engine.train import train_checkpoint as ckpt
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16, backend="torch"))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import DataError
+from .shards import DataError
 
 
 def window_count(n_tokens: int, block_size: int, stride: int) -> int:

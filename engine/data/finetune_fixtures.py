@@ -11,7 +11,7 @@ import random
 import re
 from pathlib import Path
 
-from .fsutil import atomic_write_text
+from ..fsutil import atomic_write_text
 
 PLAYS = ("hamlet", "comedy_of_errors")
 WORDS = ("cat", "dog", "sun", "tree", "bird", "fish", "moon", "star", "rain", "wind", "ship", "road",
@@ -19,7 +19,7 @@ WORDS = ("cat", "dog", "sun", "tree", "bird", "fish", "moon", "star", "rain", "w
 
 
 def play_text(name: str) -> str:
-    from . import assets
+    from .. import assets
 
     path = assets.fetch_shakespeare(quiet=True)
     text = path.read_text(encoding="utf-8")

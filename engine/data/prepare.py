@@ -54,8 +54,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from . import assets
-from .data import (
+from .. import assets
+from ..fsutil import atomic_write_text, fsync_dir
+from .shards import (
     FORMAT_VERSION,
     HEADER_SIZE,
     DataError,
@@ -66,7 +67,6 @@ from .data import (
     read_header,
     token_dtype,
 )
-from .fsutil import atomic_write_text, fsync_dir
 from .tokenizer import CharTokenizer, GPT2Tokenizer, tokenizer_from_dict
 
 SHAKESPEARE = "shakespeare"
@@ -174,7 +174,7 @@ def _zstd_lines(raw: BinaryIO, path: Path) -> Iterator[bytes]:
     try:
         import zstandard
     except ImportError as e:
-        from .errors import missing_extra
+        from ..errors import missing_extra
 
         raise missing_extra(e, "data", f"{path}: reading .zst") from None
 
@@ -483,7 +483,7 @@ def main(args: argparse.Namespace) -> int:
         prepare(args.source, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
                 workers=args.workers, shard_tokens=args.shard_tokens, quiet=args.quiet, force=args.force)
     except (PrepareError, DataError, assets.AssetError, OSError) as e:
-        from .errors import report_error
+        from ..errors import report_error
 
         return report_error(e)
     except KeyboardInterrupt:

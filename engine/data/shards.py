@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fsutil import atomic_path, temp_file
+from ..fsutil import atomic_path, temp_file
 
 MAGIC = b"TGPTTOK\0"
 FORMAT_VERSION = 1

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from . import assets
-from .fsutil import atomic_write_text
+from .. import assets
+from ..fsutil import atomic_write_text
 
 EOT = "<|endoftext|>"
 # GPT-2's pre-tokenisation pattern as tiktoken writes it (equivalent to the original release).

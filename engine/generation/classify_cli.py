@@ -43,9 +43,9 @@ def _texts(args: argparse.Namespace) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .classifier import classify_text, load_classifier
-    from .devices import resolve_device
-    from .model_source import default_tokenizer
+    from ..devices import resolve_device
+    from ..model.classifier import classify_text, load_classifier
+    from ..model.model_source import default_tokenizer
 
     folder = checkpoint_folder(args.checkpoint)
     texts = _texts(args)

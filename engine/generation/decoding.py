@@ -209,20 +209,30 @@ def _runner_for(model, req: Request, cuda_graph: bool | None, compile: bool = Fa
 _COLUMN_MAJOR = ("attn.c_attn.weight", "mlp.c_fc.weight", "transformer.wte.weight")
 
 
+def _column_major_params(model) -> list[torch.nn.Parameter]:
+    return [p for name, p in model.named_parameters() if p.dim() == 2 and name.endswith(_COLUMN_MAJOR)]
+
+
 def cpu_decode_layout(model, column_major: bool) -> None:
     """Batch-1 CPU decoding: store the c_attn, c_fc and tied embedding / LM-head weights column-major
     (same Parameter objects and values, transposed strides: ``p.data`` is swapped, so optimizers keep
     their references). For one row MKL's GEMV streams a (K, N)-contiguous matrix 10-30% faster than
     the (N, K) ``nn.Linear`` layout at these widths; c_proj is faster as it is. Batches of 2..16 rows
     are faster on the row-major layout (``ops.decode_linear``), so ``column_major=False`` restores it.
-    A layout switch copies those weights once; outputs are unchanged; checkpoints are contiguous."""
-    if getattr(model, "_cpu_decode_layout", False) == column_major:
-        return
+    A layout switch copies those weights once; outputs are unchanged. The current layout is read from the
+    weights' strides, so it is right whatever happened to the model since (``.to()``, a checkpoint load)."""
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2 and name.endswith(_COLUMN_MAJOR):
-                p.data = p.data.t().contiguous().t() if column_major else p.data.contiguous()
-    model._cpu_decode_layout = column_major
+        for p in _column_major_params(model):
+            if column_major and not p.data.t().is_contiguous():
+                p.data = p.data.t().contiguous().t()
+            elif not column_major and not p.data.is_contiguous():
+                p.data = p.data.contiguous()
+
+
+def forget_runners(model) -> None:
+    """Drop ``model``'s cached decode runners: a CUDA graph captured before a change to the model's layers
+    (quantization swaps them) would replay the old ones."""
+    _RUNNERS.pop(model, None)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
-    from .model_source import add_model_arguments
+    from ..model.model_source import add_model_arguments
 
     add_model_arguments(s)
     p = s.add_mutually_exclusive_group(required=True)
@@ -50,7 +50,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow start, faster tokens)")
     s.add_argument("--quantize", choices=["none", "int8"], default="none",
                    help="int8: weight-only int8 block linears and LM head (per-channel scales), for decode bandwidth")
-    spec = s.add_argument_group("speculative decoding (one prompt; engine/speculative.py)")
+    spec = s.add_argument_group("speculative decoding (one prompt; engine/generation/speculative.py)")
     spec.add_argument("--speculate", type=int, default=None, metavar="K",
                       help="guess K tokens per step (from --draft-preset/--draft-checkpoint or --prompt-lookup) and "
                            "verify them in one forward of the model; same output distribution")
@@ -123,8 +123,8 @@ def _prompt_line(path: Path, n: int, line: str) -> str:
 def load_model_and_tokenizer(args: argparse.Namespace):
     import torch
 
-    from .devices import resolve_device
-    from .model_source import load_model, model_folder
+    from ..devices import resolve_device
+    from ..model.model_source import load_model, model_folder
 
     model_folder(args)  # a bad --checkpoint / --hf-dir is named before --device
     device = resolve_device(args.device, "--device")  # checked before the model is loaded
@@ -140,8 +140,7 @@ def load_model_and_tokenizer(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from .generation import stream, validate_request
-    from .textstream import TextStream
+    from .decoding import validate_request
 
     try:
         given = read_prompts(args)
@@ -159,12 +158,22 @@ def main(args: argparse.Namespace) -> int:
                 raise ValueError("--stop: empty stop string")
         speculation = _speculation(args, model, prompts, kw)
     except (ValueError, OSError) as e:
-        from .errors import report_error
+        from ..errors import report_error
 
         return report_error(e)
     if speculation is not None:
         return _run_speculative(args, model, tok, texts[0], speculation)
     _note_cropped(given, prompts, model.config.block_size)
+    return _run_batches(args, model, tok, texts, prompts, kw)
+
+
+def _run_batches(args: argparse.Namespace, model, tok, texts: list[str], prompts: list[list[int]], kw: dict) -> int:
+    """Every prompt in one ragged batch (one prompt after another with ``--stream``); timings on the last stderr
+    line."""
+    from .decoding import stream
+    from .textstream import TextStream
+
+    eos = kw["eos_token_id"]
     graph = False if args.no_cuda_graph else None
     skip = [eos] if eos is not None else []
     groups = [[i] for i in range(len(prompts))] if args.stream else [list(range(len(prompts)))]
@@ -250,7 +259,7 @@ def _speculation(args: argparse.Namespace, model, prompts: list[list[int]], kw: 
 
 def _load_draft(args: argparse.Namespace, model):
     """The draft model of --draft-preset / --draft-checkpoint, on the model's device, dtype and backend."""
-    from .model import GPT
+    from ..model.gpt import GPT
 
     if args.draft_preset is not None:
         flag = "--draft-preset"
@@ -259,7 +268,7 @@ def _load_draft(args: argparse.Namespace, model):
         except (ValueError, OSError) as e:
             raise ValueError(f"{flag}: {e}") from e
     else:
-        from .model_source import model_folder
+        from ..model.model_source import model_folder
 
         flag = "--draft-checkpoint"
         try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import GPTConfig
+from ..model.config import GPTConfig
 
 
 @dataclass

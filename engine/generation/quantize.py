@@ -7,7 +7,7 @@ float bias. Embeddings (wte, wpe) stay float: a lookup reads a few rows, while a
 linear weight once per token, so those are the bytes worth halving. GPT-2 ties the head to wte: the head
 gets its own int8 copy and wte keeps its float weight.
 
-The seams in ``engine/ops.py`` take the layer's ``ops.Int8Weight`` wherever they take a weight: the triton
+The seams in ``engine/model/ops.py`` take the layer's ``ops.Int8Weight`` wherever they take a weight: the triton
 backend runs ``kernels.int8_linear`` (the weight read as int8), the torch backend dequantizes per call.
 A quantized model is inference-only: a forward in training mode raises. ``perplexity`` measures what the
 quantization costs on held-out text.
@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn as nn
 
-from . import ops
+from ..model import ops
 
 _BLOCK_LINEARS = (("attn", "c_attn"), ("attn", "c_proj"), ("mlp", "c_fc"), ("mlp", "c_proj"))
 
@@ -84,8 +84,8 @@ class QuantizedLinear(nn.Module):
 def quantize_int8(model):
     """Quantize ``model``'s block linears and LM head to int8 in place (see the module docstring); returns it,
     in eval mode. Layers already quantized are left as they are."""
-    from .generation import _RUNNERS
-    from .model import GPT
+    from ..model.gpt import GPT
+    from .decoding import forget_runners
 
     if not isinstance(model, GPT):
         raise TypeError(f"model: expected a tritongpt GPT, got {type(model).__name__}")
@@ -95,8 +95,7 @@ def quantize_int8(model):
                 owner = getattr(block, part)
                 setattr(owner, name, _quantized(getattr(owner, name), model.backend))
         model.lm_head = _quantized(model.lm_head, model.backend)
-    # A CUDA graph captured before this replays the float layers: drop the model's cached decode runners.
-    _RUNNERS.pop(model, None)
+    forget_runners(model)  # a CUDA graph captured before this replays the float layers
     return model.eval()
 
 

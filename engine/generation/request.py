@@ -60,7 +60,7 @@ def validate_request(
 ) -> Request:
     """Check every argument before any work; ``ValueError``/``TypeError`` names the culprit.
     ``vocab_limit``: only ids below it are sampled, and prompts and EOS must be below it too."""
-    from .model import GPT
+    from ..model.gpt import GPT
 
     if not isinstance(model, GPT):
         raise TypeError(f"model: expected a tritongpt.engine.GPT, got {type(model).__name__}")

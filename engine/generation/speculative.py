@@ -214,7 +214,7 @@ class SpeculativeStream:
 
 def _check(model, prompt, max_new_tokens, draft_model, prompt_lookup, num_draft_tokens, temperature, top_k, top_p,
            seed, eos_token_id, vocab_limit) -> Request:
-    from .model import GPT
+    from ..model.gpt import GPT
 
     req = validate_request(model, prompt, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                            seed=seed, eos_token_id=eos_token_id, vocab_limit=vocab_limit)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import GPT
+from .gpt import GPT
 
 TASK = "classify"
 
@@ -28,7 +28,7 @@ class GPTClassifier(nn.Module):
         if sorted(labels.values()) != list(range(len(labels))):
             raise ValueError(f"labels: ids must be 0..{len(labels) - 1}, got {labels}")
         # The body's modules under GPT's own names (transformer.*) and the head as score.*: checkpoints
-        # and their loaders (weights.py, train_checkpoint.py) read a classifier like a GPT. The GPT object
+        # and their loaders (weights.py, train/train_checkpoint.py) read a classifier like a GPT. The GPT object
         # stays unregistered: its LM head has no part here.
         self.transformer = gpt.transformer
         object.__setattr__(self, "gpt", gpt)
@@ -98,7 +98,7 @@ def set_trainable(model: GPTClassifier | GPT, spec: str) -> int:
 def classify_text(model: GPTClassifier, tokenizer, text: str | list[str],
                   max_length: int | None = None) -> tuple[str, float] | list[tuple[str, float]]:
     """(label, probability) of the most likely class for ``text`` (a list gives a list)."""
-    from .classify_data import encode_texts, pad_batch
+    from ..data.classify_data import encode_texts, pad_batch
 
     texts = [text] if isinstance(text, str) else list(text)
     limit = min(max_length or model.config.block_size, model.config.block_size)

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .schema import check_values, describe_unknown, rules, setting, spellings, validate_fields
+from ..schema import check_values, describe_unknown, rules, setting, spellings, validate_fields
 
 BACKENDS = ("auto", "torch", "triton")
 

@@ -1,7 +1,7 @@
 """GPT-2, exactly: learned token + position embeddings, pre-LN blocks, tied LM head (by default:
 ``GPTConfig.tie_embeddings`` and ``qkv_bias`` give the untied / bias-free-attention variants).
 
-Every compute op goes through ``engine/ops.py`` so the ``triton`` backend can swap in the
+Every compute op goes through ``engine/model/ops.py`` so the ``triton`` backend can swap in the
 hand-written kernels. The residual stream is carried lazily: each block hands the next one its
 branch output ``x`` and the stream ``h`` before the add, so the add is fused into the following
 LayerNorm (``(LN(x + h), x + h)`` in one pass) and dropout on the branch stays possible.
@@ -238,16 +238,17 @@ class GPT(nn.Module):
             if m is not self and hasattr(m, "backend"):
                 m.backend = resolved
 
-    def _apply(self, fn, recurse=True):  # re-resolve "auto" after .to(device)
+    def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
-        if getattr(self, "_cpu_decode_layout", False) and self.transformer.wte.weight.device.type != "cpu":
-            with torch.no_grad():  # the column-major CPU decode layout (generation.py) stays on the CPU
+        if self.transformer.wte.weight.device.type != "cpu":
+            # Off the CPU every matrix is row-major, whatever layout it had there: the kernels and the
+            # checkpoint writers expect the (out, in) nn.Linear layout.
+            with torch.no_grad():
                 for p in self.parameters():
-                    if not p.is_contiguous():
+                    if p.dim() == 2 and not p.is_contiguous():
                         p.data = p.data.contiguous()
-            self._cpu_decode_layout = False
         if getattr(self, "_requested_backend", None) == "auto":
-            self.backend = "auto"
+            self.backend = "auto"  # re-resolved for the device the weights are on now
         return out
 
     # ---- forward -------------------------------------------------------------------------
@@ -288,7 +289,7 @@ class GPT(nn.Module):
             x, residual = block(x, residual)
         return self.transformer.ln_f(x, residual)[0]
 
-    # ---- KV-cache inference (see generation.py) ---------------------------------------------
+    # ---- KV-cache inference (see engine/generation/decoding.py) ----------------------------------
     def _logits(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         x, _ = self.transformer.ln_f(x, residual)
         return self.lm_head(x)[..., : self.config.vocab_size]

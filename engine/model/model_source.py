@@ -45,7 +45,7 @@ def model_folder(args: argparse.Namespace) -> Path | None:
 
 
 def named_tokenizer(value: str):
-    from .tokenizer import get_tokenizer, load_tokenizer
+    from ..data.tokenizer import get_tokenizer, load_tokenizer
 
     if value == "gpt2":
         return get_tokenizer("gpt2")
@@ -59,7 +59,7 @@ def named_tokenizer(value: str):
 
 def default_tokenizer(folder: Path | None, checkpoint: bool):
     """(tokenizer, where it came from): the checkpoint's own, else GPT-2's."""
-    from .tokenizer import get_tokenizer, load_tokenizer, tokenizer_from_dict
+    from ..data.tokenizer import get_tokenizer, load_tokenizer, tokenizer_from_dict
 
     if folder is not None:
         config = folder / "config.json"
@@ -74,7 +74,7 @@ def default_tokenizer(folder: Path | None, checkpoint: bool):
 def load_model(args: argparse.Namespace, **overrides):
     """(GPT, tokenizer, folder) from the model flags, on the CPU in float32. ``overrides`` (e.g. dropout)
     apply to the model config."""
-    from .model import GPT
+    from .gpt import GPT
 
     folder = model_folder(args)
     # An explicit --tokenizer is read first: a wrong path fails before a large model is loaded.

@@ -107,7 +107,7 @@ def layer_norm(
 @dataclass(frozen=True)
 class Int8Weight:
     """A weight-only int8 matrix: ``data`` (N, K) int8 and fp32 per-output-channel ``scale`` (N,), the
-    float weight being ``data * scale[:, None]`` (``engine/quantize.py`` makes them). The linear seams
+    float weight being ``data * scale[:, None]`` (``engine/generation/quantize.py`` makes them). The linear seams
     (``linear``, ``gelu_linear``, ``decode_linear``, ``lm_loss``) take one wherever they take a weight."""
 
     data: torch.Tensor

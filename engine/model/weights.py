@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from ..fsutil import atomic_dir
+from ..schema import rules
 from .config import GPTConfig
-from .fsutil import atomic_dir
-from .schema import rules
 
 # Hugging Face's GPT-2 stores these as Conv1D weights of shape (in, out): transpose to nn.Linear.
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

@@ -8,7 +8,7 @@ same rows as a DDP job, and the data position of a checkpoint is simply its step
 continues with the very batches the uninterrupted run would have drawn. Dropout draws from the
 global RNG, whose state is checkpointed too, so a resumed CPU run repeats the uninterrupted losses.
 ``train.sampling = "epoch"`` replaces the random draws by an epoch order with the same properties
-(``epoch_sampling.py``); validation windows are drawn alike in both modes.
+(``data/epoch_sampling.py``); validation windows are drawn alike in both modes.
 
 MFU = flops_per_token (6N + 6LTC, forward + backward, ``GPT.flops_per_token``) x tokens/s per GPU /
 the GPU's dense bf16 peak from ``engine/gpu_peaks.py``; an unknown GPU gets ``null``, a CPU run none.

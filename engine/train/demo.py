@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .config import GPTConfig
-from .envinfo import environment, format_environment
-from .model import GPT
+from ..envinfo import environment, format_environment
+from ..model.config import GPTConfig
+from ..model.gpt import GPT
 
 
 def count_preset(name: str) -> int:
@@ -33,8 +33,8 @@ def _config_path(name: str) -> Path:
 
 def run_demo(out: str | Path = "out/demo", data: str | Path = "out/data/shakespeare-char",
              config: str | None = None, iters: int | None = None) -> dict:
-    from .generation import generate
-    from .prepare import main as prepare_main
+    from ..data.prepare import main as prepare_main
+    from ..generation.decoding import generate
     from .train_config import load_run_config
     from .train_loop import run_loop
 
@@ -46,7 +46,7 @@ def run_demo(out: str | Path = "out/demo", data: str | Path = "out/data/shakespe
     print("\n== data: the complete works of Shakespeare (verified), character tokenizer")
     import argparse
 
-    from .prepare import add_arguments
+    from ..data.prepare import add_arguments
 
     p = argparse.ArgumentParser()
     add_arguments(p)
@@ -72,7 +72,7 @@ def run_demo(out: str | Path = "out/demo", data: str | Path = "out/data/shakespe
     model = GPT.from_pretrained(list_checkpoints(out)[-1][1]).eval()
     if gpu:
         model = model.to("cuda", torch.bfloat16)
-    from .data import TokenDataset
+    from ..data.shards import TokenDataset
 
     tok = TokenDataset(data, "train").tokenizer
     ctx = tok.encode("ROMEO:\n")

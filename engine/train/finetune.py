@@ -15,7 +15,7 @@ from .finetune_config import FinetuneConfig, as_dict, load_finetune_config, trai
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
-    from .model_source import add_model_arguments
+    from ..model.model_source import add_model_arguments
 
     s.add_argument("task", choices=("classify", "instruct"), help="classification head, or instruction following")
     s.add_argument("--data", type=Path, required=True, help="classify: CSV/TSV (or SMS Spam label<TAB>text); "
@@ -57,7 +57,7 @@ def _max_length(cfg: FinetuneConfig, block_size: int) -> int:
 
 
 def _base_model(args, task: str):
-    from .model_source import load_model
+    from ..model.model_source import load_model
 
     model, tok, _ = load_model(args)
     if tok.eot_token is None:
@@ -67,8 +67,8 @@ def _base_model(args, task: str):
 
 
 def _trainable(model, cfg: FinetuneConfig, task: str, head=None) -> int:
-    from .classifier import set_trainable
-    from .lora import add_lora
+    from ..model.classifier import set_trainable
+    from ..model.lora import add_lora
 
     n = set_trainable(model, cfg.trainable_for(task))
     if cfg.lora_rank is not None:
@@ -80,13 +80,13 @@ def _trainable(model, cfg: FinetuneConfig, task: str, head=None) -> int:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    from .fsutil import atomic_write_text
+    from ..fsutil import atomic_write_text
 
     return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _finish(model, out: Path, save) -> None:
-    from .lora import merge_lora
+    from ..model.lora import merge_lora
 
     merge_lora(model)  # OUT/model holds plain weights: loadable without LoRA
     save(out / "model")
@@ -122,13 +122,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _steps(t0, s, count: int, epochs: int) -> int:
-    from .epoch_sampling import EpochOrder
+    from ..data.epoch_sampling import EpochOrder
 
     return EpochOrder(count, t0.seed, t0.batch_size, s.world, t0.grad_accum).steps_for(epochs)
 
 
 def _classify_job(s, cfg, keys, t0, data, base, tok, max_length):
-    from .classifier import GPTClassifier, save_classifier
+    from ..model.classifier import GPTClassifier, save_classifier
     from .finetune_classify import ClassifyTask, final_metrics, load_splits
 
     splits, labels, report = load_splits(cfg, data, tok, max_length)
@@ -154,8 +154,8 @@ def _classify_job(s, cfg, keys, t0, data, base, tok, max_length):
 
 
 def _instruct_job(s, cfg, keys, t0, data, base, tok, max_length):
+    from ..model.weights import save_checkpoint
     from .finetune_instruct import InstructTask, encode_splits, respond, score, split_entries
-    from .weights import save_checkpoint
 
     parts = split_entries(cfg, data)
     enc, report = encode_splits(parts, tok, max_length, cfg.template)

@@ -10,8 +10,7 @@ from typing import Any
 
 import torch
 
-from .classifier import GPTClassifier
-from .classify_data import (
+from ..data.classify_data import (
     ClassifyDataError,
     Encoded,
     balance,
@@ -22,7 +21,8 @@ from .classify_data import (
     read_examples,
     stratified_split,
 )
-from .epoch_sampling import EpochOrder
+from ..data.epoch_sampling import EpochOrder
+from ..model.classifier import GPTClassifier
 from .finetune_config import FinetuneConfig
 
 

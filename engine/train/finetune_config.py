@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .schema import check_values, describe_unknown, setting, spellings, suggest, validate_fields
+from ..schema import check_values, describe_unknown, setting, spellings, suggest, validate_fields
 from .train_config import TrainConfig, parse_value, read_toml
 
 SECTIONS = ("finetune", "train")

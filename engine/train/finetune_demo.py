@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from . import assets
-from . import finetune_fixtures as fx
-from .config import GPTConfig
-from .model import GPT
+from .. import assets
+from ..data import finetune_fixtures as fx
+from ..model.config import GPTConfig
+from ..model.gpt import GPT
 
 PLAYS = ("julius_caesar", "merry_wives_of_windsor")
 
@@ -42,13 +42,13 @@ def pretrain(tok, text: str, cfg: GPTConfig, steps: int, rows: int, seed: int = 
 
 def save_with_tokenizer(model: GPT, tok, path: Path) -> Path:
     """A checkpoint folder whose config.json names its tokenizer (what --checkpoint reads)."""
-    from .weights import save_checkpoint
+    from ..model.weights import save_checkpoint
 
     return save_checkpoint(model, path, {"tokenizer": tok.to_dict()})
 
 
 def bpe_base(text: str, path: Path) -> Path:
-    from .tokenizer import GPT2Tokenizer
+    from ..data.tokenizer import GPT2Tokenizer
 
     tok = GPT2Tokenizer()
     cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32, backend="torch")
@@ -56,8 +56,8 @@ def bpe_base(text: str, path: Path) -> Path:
 
 
 def char_base(text: str, entries: list[dict[str, str]], path: Path) -> Path:
-    from .instruct_data import format_instruction
-    from .tokenizer import CharTokenizer
+    from ..data.instruct_data import format_instruction
+    from ..data.tokenizer import CharTokenizer
 
     # The vocabulary covers the corpus, the template and the tasks' characters.
     tok = CharTokenizer.from_text(text + "".join(format_instruction(e, "phi3") + e["output"] for e in entries),
@@ -72,7 +72,7 @@ def run_finetune_demo(out: str | Path = "out/finetune-demo") -> dict[str, dict]:
     assets.fetch_gpt2_ranks(quiet=True)
     corpus = "".join(fx.play_text(p) for p in PLAYS)
     plays = out / "plays.tsv"
-    from .fsutil import atomic_write_text
+    from ..fsutil import atomic_write_text
 
     atomic_write_text(plays, "\n".join(fx.classification_rows(300, seed=0, plays=PLAYS)) + "\n")
     tasks = fx.write_instructions(out / "tasks.json", 300, seed=0)

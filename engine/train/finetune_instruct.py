@@ -10,9 +10,8 @@ from typing import Any
 
 import torch
 
-from .epoch_sampling import EpochOrder
-from .finetune_config import FinetuneConfig
-from .instruct_data import (
+from ..data.epoch_sampling import EpochOrder
+from ..data.instruct_data import (
     EncodedExample,
     InstructionDataError,
     collate,
@@ -21,6 +20,7 @@ from .instruct_data import (
     format_instruction,
     load_instructions,
 )
+from .finetune_config import FinetuneConfig
 from .instruct_score import exact_match, judge, rouge_l_f1
 
 
@@ -111,7 +111,7 @@ def respond(model, tok, entries: list[dict[str, str]], cfg: FinetuneConfig, batc
             ) -> list[dict[str, str]]:
     """Greedy responses of ``model`` to each entry (stop at end-of-text), extracted after the response
     marker: entries ``{instruction, input, output, model_response}``."""
-    from .generation import generate
+    from ..generation.decoding import generate
 
     out = []
     model.eval()

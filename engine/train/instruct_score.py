@@ -109,7 +109,7 @@ def chat(url: str, model: str, message: str, *, timeout: float = 120.0, api_key:
 def judge(entries: Iterable[dict[str, str]], url: str, model: str, *, template: str = "alpaca",
           timeout: float = 120.0, api_key: str | None = None) -> JudgeResult:
     """Score each entry's ``model_response`` against its ``output``."""
-    from .instruct_data import format_instruction
+    from ..data.instruct_data import format_instruction
 
     result = JudgeResult()
     for e in entries:

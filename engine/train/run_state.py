@@ -67,7 +67,7 @@ def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
 
 def truncate_metrics(path: Path, last_step: int) -> None:
     """On resume, drop lines of steps after the checkpoint (the interrupted run logged them)."""
-    from .fsutil import atomic_write_text
+    from ..fsutil import atomic_write_text
 
     if not path.exists():
         return

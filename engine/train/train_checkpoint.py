@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from .fsutil import atomic_dir, recover_leftovers
-from .weights import CheckpointError, check_finite, load_state, read_json_config, read_tensors, write_model_files
+from ..fsutil import atomic_dir, recover_leftovers
+from ..model.weights import CheckpointError, check_finite, load_state, read_json_config, read_tensors, write_model_files
 
 TRAINER_FILE = "trainer.pt"
 _NAME = re.compile(r"^step_(\d{8})$")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .schema import describe_unknown, setting, spellings, suggest, validate_fields
+from ..schema import describe_unknown, setting, spellings, suggest, validate_fields
 
 SECTIONS = ("model", "data", "train")
 
@@ -40,7 +40,7 @@ class TrainConfig:
                                         aliases=("checkpoint_interval", "save_interval"))
     keep_last: int = setting(2, "int", ge=1)
     seed: int = setting(1337, "int", ge=0)
-    # random: windows drawn per (seed, step); epoch: each stride window once per epoch (epoch_sampling.py).
+    # random: windows drawn per (seed, step); epoch: each stride window once per epoch (data/epoch_sampling.py).
     sampling: str = setting("random", "choice", choices=("random", "epoch"))
     stride: int | None = setting(None, "int", ge=1, optional=True)  # epoch window spacing (default: block_size)
     epochs: int | None = setting(None, "int", ge=1, optional=True)  # epoch run length: derives max_iters
@@ -48,7 +48,7 @@ class TrainConfig:
     compile: bool = setting(False, "bool")
     # auto: bf16 autocast on CUDA, fp32 on CPU.
     dtype: str = setting("auto", "choice", choices=("auto", "float32", "bfloat16"))
-    device: str = setting("auto", "device")  # availability is checked when the run starts (devices.py)
+    device: str = setting("auto", "device")  # availability is checked when the run starts (engine/devices.py)
     nan_policy: str = setting("stop", "choice", choices=("stop", "skip"))
     sample_tokens: int = setting(200, "int", ge=0)  # sample printed at each evaluation (0 = none)
     sample_prompt: str = setting("\n", "str")
@@ -92,7 +92,7 @@ def section_keys(section: str) -> dict[str, str]:
     if section == "data":
         return {"dir": "dir"}
     if section == "model":
-        from .config import GPTConfig
+        from ..model.config import GPTConfig
 
         return {**spellings(GPTConfig), "preset": "preset"}
     return spellings(TrainConfig)
@@ -161,7 +161,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def resolve_model(model: dict[str, Any], where: str) -> dict[str, Any]:
     """[model] with its ``preset`` expanded, checked in full (vocab_size from the data when unset)."""
-    from .config import GPTConfig, load_preset
+    from ..model.config import GPTConfig, load_preset
 
     model = dict(model)
     preset = model.pop("preset", None)

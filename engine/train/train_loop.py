@@ -1,4 +1,4 @@
-"""``run_loop``: one language-model training run from a ``RunConfig`` (see ``train.py`` for the data and MFU
+"""``run_loop``: one language-model training run from a ``RunConfig`` (see ``command.py`` for the data and MFU
 rules); the loop itself is ``train_steps.run_steps``."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from .train_steps import Session, close_session, open_session, run_steps
 
 
 def _build_model(run: RunConfig, vocab_size: int, device: torch.device):
-    from .config import GPTConfig
-    from .model import GPT
+    from ..model.config import GPTConfig
+    from ..model.gpt import GPT
 
     t = run.train
     model_cfg = {"vocab_size": vocab_size, **run.model}
@@ -78,9 +78,9 @@ class LMTask:
 
 
 def run_loop(run: RunConfig, out: Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    from .data import TokenDataset
-    from .epoch_sampling import describe_length, epoch_sampler
-    from .gpu_peaks import lookup
+    from ..data.epoch_sampling import describe_length, epoch_sampler
+    from ..data.shards import TokenDataset
+    from ..gpu_peaks import lookup
 
     t = run.train
     s = open_session(t, out, quiet)
@@ -114,8 +114,8 @@ def _vocab_source(run: RunConfig) -> str:
 
 
 def _sample(model, ds, t) -> str:
-    from .generation import generate
-    from .tokenizer import tokenizer_from_dict
+    from ..data.tokenizer import tokenizer_from_dict
+    from ..generation.decoding import generate
 
     tok = tokenizer_from_dict(ds.tokenizer_meta)
     try:

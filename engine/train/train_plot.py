@@ -31,7 +31,7 @@ def save_png(fig, dest: str | Path) -> Path:
     """Lay out ``fig``, write it to ``dest`` atomically as PNG and free it."""
     import matplotlib.pyplot as plt
 
-    from .fsutil import atomic_path
+    from ..fsutil import atomic_path
 
     fig.tight_layout()
     dest = Path(dest)

@@ -1,5 +1,5 @@
 """What a training run is set up with: the learning-rate schedule, AdamW groups, the batch draws per
-(seed, step, micro-step), the run's warnings and folder checks. ``train.py`` documents the data scheme; the
+(seed, step, micro-step), the run's warnings and folder checks. ``command.py`` documents the data scheme; the
 loop (``train_steps.py``, ``train_loop.py``) and the fine-tuning tasks use these.
 """
 
@@ -104,7 +104,7 @@ def run_warnings(t, block_size: int, world: int, split_tokens: dict[str, int]) -
 
 def _epoch_warnings(t, block_size: int, rows: int, n_tokens: int) -> list[str]:
     """Epoch sampling repeats a window within a step only when one step holds more than an epoch."""
-    from .epoch_sampling import window_count
+    from ..data.epoch_sampling import window_count
 
     windows = window_count(n_tokens, block_size, t.stride or block_size)
     per_step = rows * t.grad_accum

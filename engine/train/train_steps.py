@@ -68,7 +68,7 @@ class Session:
 
 def open_session(t, out: Path, quiet: bool) -> Session:
     """Device and process group from the environment (torchrun), the seed, and a usable run folder path."""
-    from .devices import resolve_device
+    from ..devices import resolve_device
     from .train_setup import check_run_folder
 
     rank, world, local_rank = dist_env()
@@ -100,7 +100,7 @@ def close_session(s: Session) -> None:
 def restore(s: Session, model, optimizer, *, resume: bool) -> int | None:
     """Create the run folder and clear what an interrupted save left there; with ``resume``, load the
     newest intact checkpoint. Returns its step, or None for a run that starts afresh."""
-    from .fsutil import recover_leftovers
+    from ..fsutil import recover_leftovers
 
     out = s.out
     make_run_folder(out)

@@ -12,7 +12,7 @@ import argparse
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
-    from ..model_source import add_model_arguments
+    from ...model.model_source import add_model_arguments
 
     add_model_arguments(s)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -79,7 +79,7 @@ def build(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import missing_extra
+    from ...errors import missing_extra
 
     try:
         from .server import serve

@@ -18,7 +18,7 @@ import threading
 
 import torch
 
-from ..config import GPTConfig
+from ...model.config import GPTConfig
 
 
 class OutOfPages(RuntimeError):

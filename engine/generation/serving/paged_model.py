@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
+from ...model import ops
 from .paged_cache import PagedKVPool
 
 
