@@ -64,7 +64,7 @@ MODULES = {
     "demo": "train.demo",
     "instruct_score": "train.instruct_score",
 }
-# Aliased packages: every submodule under the old name is the one under the new name.
+# Aliased packages: every submodule under the flat name is the one under the subpackage's name.
 PACKAGES = {
     "serving": "generation.serving",
 }

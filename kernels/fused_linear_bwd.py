@@ -67,11 +67,11 @@ class TileConfig(NamedTuple):
 
 # Short list in the style of Triton's matmul tutorial: large tiles for training-size GEMMs, a
 # 64x64 tile for small ones, a BM=16 tile for decode (M = batch). The tutorial's 128x256x64 / 8
-# warps and 128x128x32 / 4 warps were dropped: with the GELU epilogue they spill on sm_80 and
+# warps and 128x128x32 / 4 warps are left out: with the GELU epilogue they spill on sm_80 and
 # sm_90a (0.5-1 KB of stack; a 128x128 fp32 accumulator is 128 registers/thread at 4 warps).
 # Shared memory is at most stages * (2 B0 + B1) * BR * element size (the gated dx kernel streams
 # dy, g and W tiles); `_fits` drops what a device (or fp32) cannot hold.
-# Every entry was compiled for sm_80 and sm_90a with every kernel/flag variant (tests): no spills.
+# Every entry compiles for sm_80 and sm_90a with every kernel/flag variant without spills (the tests check it).
 CONFIGS: tuple[TileConfig, ...] = (
     # Same tile, per-arch stages: 3 stages spill with the GELU epilogue on sm_90a, 4 don't fit sm_80.
     TileConfig(128, 128, 64, 8, 8, 3, (80,)),

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 
 import numpy as np
 import pytest
-import torch
 
 from tritongpt.engine.data.shards import (
     HEADER_SIZE,
     MAGIC,
-    BatchSampler,
     DataError,
     ShardWriter,
     TokenDataset,
@@ -172,100 +169,3 @@ def test_dataset_unknown_and_empty_splits(tmp_path):
         TokenDataset(d, "test")
     with pytest.raises(DataError, match="val split is empty"):
         TokenDataset(d, "val")
-
-
-# ---- BatchSampler ------------------------------------------------------------------------------------
-@pytest.fixture
-def ds(tmp_path):
-    return TokenDataset(make_folder(tmp_path / "d", train_sizes=[400, 250, 333], vocab=1000), "train")
-
-
-def test_batches_are_shifted_windows(ds):
-    s = BatchSampler(ds, batch_size=8, block_size=16, seed=1)
-    for _ in range(20):
-        x, y = s.next_batch()
-        assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.int64
-        assert torch.equal(y, x + 1)  # consecutive tokens: y is x shifted by one
-        assert int(x.min()) >= 0 and int(y.max()) <= len(ds) - 1
-    assert s.batches == 20
-
-
-def test_sampler_is_deterministic_per_seed(ds):
-    a, b, c = (BatchSampler(ds, 4, 8, seed=s) for s in (7, 7, 8))
-    xa, xb, xc = ([s.next_batch()[0] for _ in range(5)] for s in (a, b, c))
-    assert all(torch.equal(p, q) for p, q in zip(xa, xb, strict=True))
-    assert not all(torch.equal(p, q) for p, q in zip(xa, xc, strict=True))
-
-
-def test_resume_continues_exactly(ds):
-    ref = BatchSampler(ds, 4, 8, seed=3)
-    expected = [ref.next_batch() for _ in range(6)]
-    first = BatchSampler(ds, 4, 8, seed=3)
-    for _ in range(2):
-        first.next_batch()
-    buf = io.BytesIO()
-    torch.save(first.state_dict(), buf)  # the state goes into a checkpoint: plain ints and strings
-    buf.seek(0)
-    resumed = BatchSampler(ds, 4, 8, seed=3)
-    resumed.load_state_dict(torch.load(buf, weights_only=True))
-    for x, y in expected[2:]:
-        rx, ry = resumed.next_batch()
-        assert torch.equal(rx, x) and torch.equal(ry, y)
-
-
-@pytest.mark.parametrize("kw", [{"seed": 4}, {"batch_size": 5}, {"block_size": 9}, {"world_size": 2}])
-def test_resume_refuses_another_configuration(ds, kw):
-    state = BatchSampler(ds, 4, 8, seed=3).state_dict()
-    args = {"batch_size": 4, "block_size": 8, "seed": 3, **kw}
-    with pytest.raises(ValueError, match=f"{next(iter(kw))} = "):
-        BatchSampler(ds, **args).load_state_dict(state)
-
-
-def test_resume_refuses_other_data(ds, tmp_path):
-    state = BatchSampler(ds, 4, 8, seed=3).state_dict()
-    other = TokenDataset(make_folder(tmp_path / "e", train_sizes=[400, 250, 334], vocab=1000), "train")
-    with pytest.raises(ValueError, match="tokens = 983"):
-        BatchSampler(other, 4, 8, seed=3).load_state_dict(state)
-
-
-def test_ranks_draw_disjoint_streams(ds):
-    world = 3
-    samplers = [BatchSampler(ds, 16, 8, seed=5, rank=r, world_size=world) for r in range(world)]
-    starts = [set(np.concatenate([s.starts(k) for k in range(100)]).tolist()) for s in samplers]
-    n_starts = len(ds) - 8
-    for r, st in enumerate(starts):
-        assert all(v % world == r and 0 <= v < n_starts for v in st)
-    assert not (starts[0] & starts[1] or starts[0] & starts[2] or starts[1] & starts[2])
-    assert len(set.union(*starts)) > 0.95 * n_starts  # together they cover the whole stream
-    # A rank's state restores any rank (ranks draw in lockstep); the rank's own stream continues.
-    samplers[0].next_batch()
-    samplers[2].load_state_dict(samplers[0].state_dict())
-    assert samplers[2].batches == 1 and np.all(samplers[2].starts(1) % world == 2)
-
-
-def test_fixed_windows(ds):
-    a = BatchSampler(ds, 4, 8, seed=1, rank=0, world_size=2)
-    b = BatchSampler(ds, 4, 8, seed=99, rank=1, world_size=2)
-    xa, ya = a.fixed_windows(10, seed=42)
-    xb, yb = b.fixed_windows(10, seed=42)
-    assert xa.shape == (10, 8) and torch.equal(xa, xb) and torch.equal(ya, yb)  # same set on every rank
-    assert torch.equal(ya, xa + 1) and len(set(xa[:, 0].tolist())) == 10  # distinct windows
-    assert not torch.equal(a.fixed_windows(10, seed=43)[0], xa)
-    assert a.batches == 0  # evaluation does not move the training stream
-    tiny = TokenDataset(make_folder(ds.folder.parent / "t", train_sizes=[12], val_sizes=()), "train")
-    assert BatchSampler(tiny, 1, 8, seed=0).fixed_windows(10, seed=0)[0].shape == (10, 8)  # 4 starts: repeats
-
-
-def test_sampler_errors(ds, tmp_path):
-    tiny = TokenDataset(make_folder(tmp_path / "t", train_sizes=[5, 3], val_sizes=()), "train")
-    with pytest.raises(DataError, match="8 tokens, fewer than block_size \\+ world_size = 9"):
-        BatchSampler(tiny, 1, 8, seed=0)
-    BatchSampler(tiny, 1, 7, seed=0).next_batch()  # exactly block_size + 1 tokens: one window
-    with pytest.raises(DataError, match="fewer than block_size \\+ world_size = 9"):
-        BatchSampler(tiny, 1, 7, seed=0, rank=0, world_size=2)
-    with pytest.raises(ValueError, match="rank must be in"):
-        BatchSampler(ds, 1, 8, seed=0, rank=2, world_size=2)
-    with pytest.raises(ValueError, match="batch_size and block_size"):
-        BatchSampler(ds, 0, 8, seed=0)
-    with pytest.raises(ValueError, match="seed must be >= 0"):
-        BatchSampler(ds, 1, 8, seed=-1)

@@ -141,8 +141,8 @@ def _subsets(names: str) -> list[str]:
 
 # Every combination of which inputs require grad (x w b r: x, weight, bias, residual), with and
 # without a bias: frozen weights, frozen inputs, bias-only, residual-only, nothing at all. Each
-# gradient not asked for used to come back from the backward op as one shared empty tensor, which
-# torch rejects as aliasing outputs whenever two of dx, dW, db were not needed.
+# gradient not asked for must come back as its own tensor (or None): one shared empty tensor for two
+# of dx, dW, db is rejected by torch as aliasing outputs.
 GRAD_CASES = ([("linear", True, s) for s in _subsets("xwbr")]
               + [("linear", False, s) for s in _subsets("xwr")]
               + [("gelu", True, s) for s in _subsets("xwb")] + [("gelu", False, s) for s in _subsets("xw")])
@@ -180,7 +180,7 @@ def test_residual_only_grad_is_dy(device):
 @pytest.mark.parametrize("gelu", [True, False], ids=["gelu", "linear"])
 def test_empty_dims(M, N, gelu, device):
     # Empty outputs: forward returns (2, M, N); backward gives dx = 0 (M, K), dW = 0 (N, K),
-    # db = 0 (N,) and d(residual) = dy. N == 0 used to fail in reshape(-1, 0).
+    # db = 0 (N,) and d(residual) = dy. N == 0 must not reach reshape(-1, 0), which raises.
     K = 16
     x, w, b, r = _inputs(M, K, N, torch.float16, device, residual=not gelu, lead=(2,))
     with torch.no_grad():

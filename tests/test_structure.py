@@ -44,6 +44,14 @@ def modules() -> dict[str, Path]:
     return {_module_name(f): f for folder in FOLDERS for f in sorted((REPO / folder).rglob("*.py"))}
 
 
+def _import_source(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` reads from, relative forms resolved against ``package``."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def import_graph() -> dict[str, set[str]]:
     mods = modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
@@ -60,11 +68,7 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                    source = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    source = node.module or ""
+                source = _import_source(node, package)
                 subs = [f"{source}.{a.name}" for a in node.names]
                 # `from pkg import sub` depends on the submodules; `from mod import name` on the module.
                 targets = subs if all(s in mods for s in subs) else [source]
@@ -141,40 +145,41 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
+def private_uses(m: str, package: str, tree: ast.AST, mods: dict) -> list[str]:
+    """Module ``m``'s uses of another package module's private name: ``from mod import _x``,
+    ``import pkg._mod``, ``mod._x`` through a module bound by an import, and any import of a module whose path
+    has a private part."""
+    found: list[str] = []
+    bound: dict[str, str] = {}  # local name -> package module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            source = _import_source(node, package)
+            if not source.startswith("tritongpt"):
+                continue
+            for a in node.names:
+                if f"{source}.{a.name}" in mods:
+                    bound[a.asname or a.name] = f"{source}.{a.name}"
+                if source != m and (_private(a.name) or any(_private(p) for p in source.split("."))):
+                    found.append(f"{m}: from {source} import {a.name}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("tritongpt") and any(_private(p) for p in a.name.split(".")):
+                    found.append(f"{m}: import {a.name}")
+                if a.asname and a.name in mods:
+                    bound[a.asname] = a.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                and _private(node.attr) and bound[node.value.id] != m):
+            found.append(f"{m}: {bound[node.value.id]}.{node.attr}")
+    return found
+
+
 def private_imports() -> list[str]:
-    """Every use of another package module's private name: ``from mod import _x``, ``import pkg._mod``,
-    ``mod._x`` through a module bound by an import, and any import of a module whose path has a private part."""
     mods = modules()
     found: list[str] = []
     for m, f in mods.items():
         package = m if f.name == "__init__.py" else m.rpartition(".")[0]
-        tree = ast.parse(f.read_text(encoding="utf-8"))
-        bound: dict[str, str] = {}  # local name -> package module it is bound to
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                    source = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    source = node.module or ""
-                if not source.startswith("tritongpt"):
-                    continue
-                for a in node.names:
-                    sub = f"{source}.{a.name}"
-                    if sub in mods:
-                        bound[a.asname or a.name] = sub
-                    if source != m and (_private(a.name) or any(_private(p) for p in source.split("."))):
-                        found.append(f"{m}: from {source} import {a.name}")
-            elif isinstance(node, ast.Import):
-                for a in node.names:
-                    if a.name.startswith("tritongpt") and any(_private(p) for p in a.name.split(".")):
-                        found.append(f"{m}: import {a.name}")
-                    if a.asname and a.name in mods:
-                        bound[a.asname] = a.name
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
-                    and _private(node.attr) and bound[node.value.id] != m):
-                found.append(f"{m}: {bound[node.value.id]}.{node.attr}")
+        found += private_uses(m, package, ast.parse(f.read_text(encoding="utf-8")), mods)
     return sorted(set(found))
 
 
@@ -233,7 +238,7 @@ FLAT_NAMES = {
               "weights"),
     "data": ("MAGIC", "FORMAT_VERSION", "HEADER_SIZE", "DataError", "token_dtype", "encode_header", "read_header",
              "open_shard", "write_shard", "ShardWriter", "ShardSequence", "load_meta", "TokenDataset",
-             "check_shard_ids", "BatchSampler"),
+             "check_shard_ids"),
     "generation": ("SYNC_EVERY", "batch_bucket", "DecodeRunner", "cpu_decode_layout", "run", "generate", "stream",
                    "validate_request", "Request", "KVCache", "SamplingParams", "sample", "draw_noise",
                    "WindowTracker", "crop"),
@@ -280,3 +285,13 @@ def test_flat_paths_import_first_in_a_fresh_interpreter():
             "assert CheckpointError is E\n")
     out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_private_check_sees_every_form():
+    mods = {"tritongpt.kernels.a": None, "tritongpt.kernels.b": None, "tritongpt.kernels._c": None}
+    code = ("from . import b\nfrom .b import _x, y\nimport tritongpt.kernels.b as bb\nimport tritongpt.kernels._c\n"
+            "b._z, bb._w, b.ok, b.__doc__\n")
+    found = private_uses("tritongpt.kernels.a", "tritongpt.kernels", ast.parse(code), mods)
+    assert sorted(found) == sorted([
+        "tritongpt.kernels.a: from tritongpt.kernels.b import _x", "tritongpt.kernels.a: import tritongpt.kernels._c",
+        "tritongpt.kernels.a: tritongpt.kernels.b._z", "tritongpt.kernels.a: tritongpt.kernels.b._w"])

@@ -152,8 +152,8 @@ def test_nan_loss_skip_policy(tmp_path, data, monkeypatch):
 
 
 def test_signal_stops_a_run_that_only_skips(tmp_path, data, monkeypatch, capsys):
-    """nan_policy=skip with every step non-finite: a signal must still stop the run (it used to skip
-    the stop check with the step)."""
+    """nan_policy=skip with every step non-finite: a signal must still stop the run (the stop check
+    runs whether or not the step was skipped)."""
     from tritongpt.engine.model import GPT
 
     orig = GPT.forward

@@ -33,7 +33,7 @@ def test_hf_parity(tmp_path, n_embd, n_head, fmt):
     hf = _hf_model(n_embd, n_head)
     if fmt == "safetensors":
         hf.save_pretrained(tmp_path)
-    else:  # transformers 5 no longer writes .bin; the legacy layout is the same state dict pickled
+    else:  # transformers 5 writes only safetensors; the .bin layout is the same state dict pickled
         hf.config.save_pretrained(tmp_path)
         torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
     assert not (tmp_path / ("pytorch_model.bin" if fmt == "safetensors" else "model.safetensors")).exists()

@@ -11,7 +11,6 @@ from .shards import (
     FORMAT_VERSION,
     HEADER_SIZE,
     MAGIC,
-    BatchSampler,
     DataError,
     ShardSequence,
     ShardWriter,
@@ -27,7 +26,7 @@ from .shards import (
 from .tokenizer import CharTokenizer, GPT2Tokenizer, TokenizerError, get_tokenizer, load_tokenizer
 
 __all__ = [
-    "FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "BatchSampler", "CharTokenizer", "DataError", "GPT2Tokenizer",
+    "FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "CharTokenizer", "DataError", "GPT2Tokenizer",
     "ShardSequence", "ShardWriter", "TokenDataset", "TokenizerError", "check_shard_ids", "encode_header",
     "format_instruction", "get_tokenizer", "load_meta", "load_tokenizer", "open_shard", "read_header", "token_dtype",
     "write_shard",

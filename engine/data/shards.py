@@ -1,4 +1,5 @@
-"""Token shards written by ``tritongpt prepare``: the file format, a memory-mapped reader, the batch sampler.
+"""Token shards written by ``tritongpt prepare``: the file format and a memory-mapped reader.
+Training draws its windows from them by (seed, step) (``train_setup.batch_rows``, ``Windows``).
 
 Shard format (version 1), little-endian::
 
@@ -15,12 +16,6 @@ uint16 holds vocabularies of up to 65,536 tokens (GPT-2's 50,257), uint32 anythi
 is only trusted when its file size equals ``256 + count * itemsize`` and ``meta.json`` lists it
 with that count: a shard written halfway (the header is completed last) or left over from an
 interrupted run is refused, never read as data.
-
-Sampling (``BatchSampler``): batch ``k`` of rank ``r`` takes its window starts from a numpy
-generator seeded with ``(seed, r, k)``, so the stream is a pure function of the batch counter: the
-state to checkpoint is that counter, and a resumed sampler draws exactly the batches the
-uninterrupted one would have. Rank ``r`` only draws starts ``s`` with ``s % world_size == r``:
-the ranks' windows are disjoint sets by construction, and together they are uniform over all starts.
 """
 
 from __future__ import annotations
@@ -32,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..fsutil import atomic_path, temp_file
 
@@ -273,61 +267,3 @@ def check_shard_ids(path: Path, tokens: np.ndarray, limit: int, chunk: int = 1 <
             pos = lo + int(np.argmax(part >= limit))
             raise DataError(f"{path}: token {pos} has id {int(tokens[pos])}, outside the vocabulary [0, {limit}): a "
                             "damaged shard or one prepared with another tokenizer (run `tritongpt prepare` again)")
-
-
-def _gather(ds: TokenDataset, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    w = np.stack([ds.window(int(s), block_size + 1) for s in starts]).astype(np.int64)  # (B, T+1)
-    xy = torch.from_numpy(w)
-    return xy[:, :-1].contiguous(), xy[:, 1:].contiguous()  # (B, T) each, y = x shifted by one
-
-
-class BatchSampler:
-    """Random (x, y) windows of ``block_size`` tokens; see the module docstring for seeding and ranks."""
-
-    def __init__(self, dataset: TokenDataset, batch_size: int, block_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1) -> None:
-        if batch_size < 1 or block_size < 1:
-            raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size} and {block_size}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        self.n_starts = len(dataset) - block_size  # window [s, s + T + 1) must fit
-        if self.n_starts < world_size:
-            need = block_size + world_size  # one (T + 1)-token window, and one start per rank
-            raise DataError(f"the {dataset.split} split has {len(dataset)} tokens, fewer than block_size + "
-                            f"world_size = {need}: too small for windows of {block_size + 1} tokens")
-        self.ds, self.batch_size, self.block_size, self.seed = dataset, batch_size, block_size, seed
-        self.rank, self.world_size = rank, world_size
-        self._mine = (self.n_starts - rank + world_size - 1) // world_size  # starts s < n_starts, s % world == rank
-        self.batches = 0  # batches drawn so far: the whole sampler position
-
-    def starts(self, k: int) -> np.ndarray:
-        """Window starts of this rank's batch ``k`` (a pure function of seed, rank and k)."""
-        rng = np.random.default_rng([self.seed, self.rank, k])
-        return self.rank + self.world_size * rng.integers(0, self._mine, size=self.batch_size)
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = self.starts(self.batches)
-        self.batches += 1
-        return _gather(self.ds, starts, self.block_size)
-
-    def fixed_windows(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` windows chosen by ``seed`` alone (same on every rank): a fixed evaluation set, (n, T) each."""
-        rng = np.random.default_rng([seed])
-        starts = np.sort(rng.choice(self.n_starts, size=n, replace=n > self.n_starts))  # sorted: sequential reads
-        return _gather(self.ds, starts, self.block_size)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches, "seed": self.seed, "batch_size": self.batch_size,
-                "block_size": self.block_size, "world_size": self.world_size, "rank": self.rank,
-                "tokens": len(self.ds), "fingerprint": self.ds.meta.get("fingerprint")}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue where ``state`` left off. All ranks draw in lockstep, so any rank's state restores any rank."""
-        mine = self.state_dict()
-        for key in ("seed", "batch_size", "block_size", "world_size", "tokens", "fingerprint"):
-            if state.get(key) != mine[key]:
-                raise ValueError(f"sampler state: {key} = {state.get(key)!r} but this sampler has {mine[key]!r}; "
-                                 "resuming would not continue the same stream")
-        self.batches = int(state["batches"])

@@ -6,7 +6,6 @@ weights), plus ``--tokenizer``."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -60,11 +59,12 @@ def named_tokenizer(value: str):
 def default_tokenizer(folder: Path | None, checkpoint: bool):
     """(tokenizer, where it came from): the checkpoint's own, else GPT-2's."""
     from ..data.tokenizer import get_tokenizer, load_tokenizer, tokenizer_from_dict
+    from .weights import read_json_config
 
     if folder is not None:
         config = folder / "config.json"
-        meta = json.loads(config.read_text(encoding="utf-8"))  # the model loader has validated it
-        if isinstance(meta, dict) and isinstance(meta.get("tokenizer"), dict):
+        meta = read_json_config(config)
+        if isinstance(meta.get("tokenizer"), dict):
             return tokenizer_from_dict(meta["tokenizer"], source=f"{config}: tokenizer"), f"{config}: tokenizer"
         if checkpoint and (folder / "tokenizer.json").exists():
             return load_tokenizer(folder / "tokenizer.json"), str(folder / "tokenizer.json")
