@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import string
 
 import pytest
 import torch
+from cli_checkpoint import run, save_char_checkpoint
 
 from tritongpt.engine import GPT, assets, generate
-from tritongpt.engine.cli import main
-from tritongpt.engine.data.tokenizer import CharTokenizer
 from tritongpt.engine.generation import decoding
 
-CHARS = string.printable[:97]  # the tiny preset's vocabulary size
 STATS = re.compile(r"TTFT [\d.]+ ms \| [\d.]+ ms/token \| [\d.]+ tokens/s \| \d+ tokens")
 
 
@@ -27,19 +24,8 @@ def ckpt(tmp_path_factory):
             if p.dim() == 2:
                 p.mul_(4.0)
         m.transformer.wpe.weight.mul_(5.0)
-    tok = CharTokenizer(CHARS)
-    d = tmp_path_factory.mktemp("ckpt") / "tiny"
-    m.save(d)
-    meta = json.loads((d / "config.json").read_text())
-    meta["tokenizer"] = tok.to_dict()
-    (d / "config.json").write_text(json.dumps(meta))
+    d, tok = save_char_checkpoint(m, tmp_path_factory.mktemp("ckpt") / "tiny")
     return d, m, tok
-
-
-def run(capsys, *argv):
-    code = main(["generate", *map(str, argv)])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_stream_prints_greedy_text_and_stats(ckpt, capsys):

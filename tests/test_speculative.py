@@ -3,16 +3,13 @@ speculative sampling (a verification step alone and end to end), seeds, bad inpu
 
 from __future__ import annotations
 
-import json
 import re
-import string
 
 import pytest
 import torch
+from cli_checkpoint import run, save_char_checkpoint
 
 from tritongpt.engine import GPT, GPTConfig, KVCache, generate, speculative_generate
-from tritongpt.engine.cli import main
-from tritongpt.engine.data.tokenizer import CharTokenizer
 from tritongpt.engine.generation.speculative import verify
 
 SPEC = re.compile(r"speculative: (\d+) draft tokens/step, (\d+)/(\d+) accepted \([\d.]+%\), (\d+) target forwards "
@@ -255,25 +252,13 @@ def test_bad_input(target, kwargs, error, message):
 
 # ---- the CLI -----------------------------------------------------------------------------------------
 
-CHARS = string.printable[:97]
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     m = tiny(0)
-    tok = CharTokenizer(CHARS)
-    d = tmp_path_factory.mktemp("ckpt") / "tiny"
-    m.save(d)
-    meta = json.loads((d / "config.json").read_text())
-    meta["tokenizer"] = tok.to_dict()
-    (d / "config.json").write_text(json.dumps(meta))
+    d, tok = save_char_checkpoint(m, tmp_path_factory.mktemp("ckpt") / "tiny")
     return d, m, tok
-
-
-def run(capsys, *argv):
-    code = main(["generate", *map(str, argv)])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("extra,rate", [

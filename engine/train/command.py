@@ -1,5 +1,5 @@
-"""Language-model training: AdamW groups, warmup + cosine LR, the batch draws, run warnings, `tritongpt train`
-(the loop itself: ``train_steps.py``).
+"""Language-model pretraining: ``train()`` and ``tritongpt train`` (the LR schedule, AdamW groups, batch draws and
+run warnings: ``train_setup.py``; the loop itself: ``train_steps.py``).
 
 Data: every optimizer step draws its global batch (``batch_size`` x world size rows per micro-step)
 from a generator seeded by (seed, step, micro-step); rank r takes rows [r*B, (r+1)*B). So each rank's
@@ -22,21 +22,8 @@ from typing import Any
 
 from .train_config import RunConfig
 from .train_loop import run_loop
-from .train_setup import (
-    TrainingError,
-    Windows,
-    batch_rows,
-    batch_source,
-    check_run_folder,
-    lr_at,
-    make_optimizer,
-    make_run_folder,
-    run_warnings,
-    warn,
-)
 
-__all__ = ["TrainingError", "Windows", "batch_rows", "batch_source", "check_run_folder", "lr_at", "main",
-           "make_optimizer", "make_run_folder", "run_warnings", "train", "warn"]
+__all__ = ["main", "train"]
 
 
 def train(run: RunConfig, out: str | Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
