@@ -109,19 +109,6 @@ def load_kv(K, V, cols, offs_d, stride_kn, stride_kd, stride_vn, stride_vd, TK, 
 
 
 @triton.jit
-def load_k_slice(ptrs, offs_k, k_left, K_AXIS: tl.constexpr, EVEN: tl.constexpr):
-    # One GEMM operand tile of a step along the reduction dim, which runs along axis K_AXIS (0 or 1) of the
-    # tile: zeros at reduction offsets >= k_left (the ragged last step) unless EVEN.
-    if EVEN:
-        tile = tl.load(ptrs)
-    elif K_AXIS == 0:
-        tile = tl.load(ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-    else:
-        tile = tl.load(ptrs, mask=offs_k[None, :] < k_left, other=0.0)
-    return tile
-
-
-@triton.jit
 def load_row(ptrs, ok, EVEN: tl.constexpr):
     # A vector at ``ptrs``, zero where ``ok`` is false unless EVEN (every lane valid).
     if EVEN:

@@ -40,7 +40,7 @@ import triton.language as tl
 
 from . import fused_linear_bwd as linear_bwd
 from . import fused_linear_tma, tma
-from .device_functions import gelu_tanh, gelu_tanh_grad, grouped_pid, load_k_slice
+from .device_functions import gelu_tanh, gelu_tanh_grad, grouped_pid
 from .fused_linear_bwd import (
     CONFIGS,
     INTERPRET_CONFIG,
@@ -85,9 +85,13 @@ def _fused_linear_fwd_kernel(
     w_ptrs = W + offs_k[:, None] * stride_wk + rn[None, :] * stride_wn  # (BLOCK_K, BLOCK_N) = W^T
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_K)):
-        k_left = K - k * BLOCK_K
-        a = load_k_slice(x_ptrs, offs_k, k_left, 1, EVEN_K)
-        b = load_k_slice(w_ptrs, offs_k, k_left, 0, EVEN_K)
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            b = tl.load(w_ptrs)
+        else:
+            k_left = K - k * BLOCK_K
+            a = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+            b = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
         acc = tl.dot(a, b, acc=acc)
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk

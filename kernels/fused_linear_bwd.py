@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from . import launch
-from .device_functions import grouped_pid, load_k_slice
+from .device_functions import grouped_pid
 from .interpreter import interpreter_enabled
 from .kernel_variant import KernelVariant, align_bucket, signature
 from .launch import DTYPE_NAMES, SMEM_LIMIT
@@ -192,12 +192,19 @@ def _linear_bwd_dx_kernel(
     w_ptrs = W + offs_n[:, None] * stride_wn + rk[None, :] * stride_wk  # (BLOCK_N, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
     for n in range(0, tl.cdiv(N, BLOCK_N)):
-        n_left = N - n * BLOCK_N
-        dz = load_k_slice(dy_ptrs, offs_n, n_left, 1, EVEN_N)
-        w = load_k_slice(w_ptrs, offs_n, n_left, 0, EVEN_N)
+        if EVEN_N:
+            dz = tl.load(dy_ptrs)
+            w = tl.load(w_ptrs)
+            if HAS_GATE:
+                g = tl.load(g_ptrs)
+        else:
+            n_left = N - n * BLOCK_N
+            dz = tl.load(dy_ptrs, mask=offs_n[None, :] < n_left, other=0.0)
+            w = tl.load(w_ptrs, mask=offs_n[:, None] < n_left, other=0.0)
+            if HAS_GATE:
+                g = tl.load(g_ptrs, mask=offs_n[None, :] < n_left, other=0.0)
         if HAS_GATE:
             # dz = dy * gelu'(z) in fp32, rounded once to the storage dtype for the tensor cores.
-            g = load_k_slice(g_ptrs, offs_n, n_left, 1, EVEN_N)
             dz = (dz.to(tl.float32) * g.to(tl.float32)).to(DY.dtype.element_ty)
         acc = tl.dot(dz, w, acc=acc)
         dy_ptrs += BLOCK_N * stride_dyn
@@ -234,11 +241,18 @@ def _linear_bwd_dw_kernel(
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     db = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for m in range(0, tl.cdiv(M, BLOCK_M)):
-        m_left = M - m * BLOCK_M
-        dzt = load_k_slice(dyt_ptrs, offs_m, m_left, 1, EVEN_M)
-        x = load_k_slice(x_ptrs, offs_m, m_left, 0, EVEN_M)
+        if EVEN_M:
+            dzt = tl.load(dyt_ptrs)
+            x = tl.load(x_ptrs)
+            if HAS_GATE:
+                gt = tl.load(gt_ptrs)
+        else:
+            m_left = M - m * BLOCK_M
+            dzt = tl.load(dyt_ptrs, mask=offs_m[None, :] < m_left, other=0.0)
+            x = tl.load(x_ptrs, mask=offs_m[:, None] < m_left, other=0.0)
+            if HAS_GATE:
+                gt = tl.load(gt_ptrs, mask=offs_m[None, :] < m_left, other=0.0)
         if HAS_GATE:
-            gt = load_k_slice(gt_ptrs, offs_m, m_left, 1, EVEN_M)
             dzt32 = dzt.to(tl.float32) * gt.to(tl.float32)
             dzt = dzt32.to(DY.dtype.element_ty)
         else:

@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from . import launch
-from .device_functions import grouped_pid, load_k_slice
+from .device_functions import grouped_pid
 from .fused_linear_bwd import fit_reduction_stride, m_bucket
 from .interpreter import interpreter_enabled
 from .kernel_variant import KernelVariant, align_bucket, signature
@@ -65,9 +65,13 @@ def _int8_linear_kernel(
     x_ptrs = X + offs_k[:, None] * stride_xk + rm[None, :] * stride_xm  # (BLOCK_K, BLOCK_M) = x^T
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_K)):
-        k_left = K - k * BLOCK_K
-        w = load_k_slice(w_ptrs, offs_k, k_left, 1, EVEN_K)
-        xt = load_k_slice(x_ptrs, offs_k, k_left, 0, EVEN_K)
+        if EVEN_K:
+            w = tl.load(w_ptrs)
+            xt = tl.load(x_ptrs)
+        else:
+            k_left = K - k * BLOCK_K
+            w = tl.load(w_ptrs, mask=offs_k[None, :] < k_left, other=0)
+            xt = tl.load(x_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
         # int8 -> x's dtype in registers: exact, and the memory traffic stays one byte per weight.
         if X.dtype.element_ty == tl.bfloat16:
             # Through fp32 (exact for int8): Triton 3.9's interpreter casts int8 -> bf16 by reinterpreting
