@@ -1,4 +1,4 @@
-"""Shard format, TokenDataset and BatchSampler (engine/data/shards.py), on small hand-written folders."""
+"""Shard format and TokenDataset (engine/data/shards.py), on small hand-written folders."""
 
 from __future__ import annotations
 
