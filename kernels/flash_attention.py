@@ -53,15 +53,9 @@ import triton.language as tl
 from . import flash_attention_bwd_tma as bwd_tma
 from . import flash_attention_tma as fwd_tma
 from . import launch, tma
+from .attention_config import TunedConfig, tune_bucket
 from .device_functions import head_program, load_kv, load_tile, store_tile
-from .flash_attention_bwd import (
-    ConfigTables,
-    TunedConfig,
-    attention_bwd_launch,
-    bwd_variants,
-    tune_bucket,
-    variant_choices,
-)
+from .flash_attention_bwd import ConfigTables, attention_bwd_launch, bwd_variants, variant_choices
 from .interpreter import interpreter_enabled
 from .kernel_variant import KernelVariant, align_bucket, signature
 from .launch import LOG2E

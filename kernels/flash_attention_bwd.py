@@ -37,10 +37,7 @@ from .interpreter import interpreter_enabled
 from .kernel_variant import KernelVariant, align_bucket, signature
 from .launch import LOG2E
 from .online_softmax import query_range
-
-# check_offsets, check_scale, slice_extent and INT32_MAX live in validate; this module's launcher uses the
-# first two and keeps all four importable from here.
-from .validate import INT32_MAX, check_offsets, check_scale, device_guard, slice_extent  # noqa: F401
+from .validate import check_offsets, check_scale, device_guard
 
 
 def _arch(device: torch.device | None = None) -> int:

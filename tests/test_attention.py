@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 import tritongpt.kernels.flash_attention as fa
 import tritongpt.kernels.flash_attention_bwd as fab
 from tritongpt.kernels import launch, spills, versions
+from tritongpt.kernels.attention_config import TunedConfig
 from tritongpt.kernels.flash_attention import attention
-from tritongpt.kernels.flash_attention_bwd import TunedConfig
 from tritongpt.kernels.kernel_variant import launch_divisible
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("poison_attention")]
